@@ -1,0 +1,1 @@
+"""Linear-recurrent family: linear attention, retention (and later DeltaNet, hybrids)."""
