@@ -1,1 +1,3 @@
 """Softmax-attention family."""
+
+from . import rope, softmax  # noqa: F401
