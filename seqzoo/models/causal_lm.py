@@ -1,0 +1,121 @@
+"""CausalLM: the decoder-only backbone every causal mixer plugs into (DESIGN.md, Contract 3).
+
+    h_0 = Embed(x)                                  (or a linear input adapter for continuous inputs)
+    h_l = h_{l-1} + Mixer_l(RMSNorm(h_{l-1}))        (pre-norm residual; each layer may use a different mixer)
+    h_l = h_l + FFN_l(RMSNorm(h_l))                  (GLU or MLP)
+    logits = RMSNorm(h_L) Eᵀ                         (tied embeddings, or an untied/continuous head)
+
+RMSNorm: Zhang & Sennrich 2019, arXiv 1910.07467. The model state is the list of its layers' mixer states, so
+``forward(x[:, :t]) → state`` then ``forward(x[:, t:], state)`` equals ``forward(x)`` whenever every mixer obeys
+the contract (tested for every registered mixer).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core.errors import SeqzooError
+from ..core.registry import build_mixer
+from .config import ModelConfig
+from .layers import build_ffn
+
+
+class Block(nn.Module):
+    """norm → mixer → residual; norm → FFN → residual."""
+
+    def __init__(self, cfg: ModelConfig, mixer_name: str):
+        super().__init__()
+        self.mixer_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.mixer = build_mixer(mixer_name, cfg.d_model, **cfg.mixer_options.get(mixer_name, {}))
+        self.ffn = build_ffn(cfg.ffn, cfg.d_model, cfg.ffn_hidden)
+        self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps) if self.ffn is not None else None
+
+    def forward(self, x: Tensor, state=None):
+        h, state = self.mixer(self.mixer_norm(x), state)
+        x = x + h
+        if self.ffn is not None:
+            x = x + self.ffn(self.ffn_norm(x))
+        return x, state
+
+
+class CausalLM(nn.Module):
+    """Decoder-only language model over token ids (or continuous vectors) with per-layer mixer choice."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        if cfg.input_dim is None:
+            self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        else:
+            self.embed = nn.Linear(cfg.input_dim, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, name) for name in cfg.layer_mixers())
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        out_dim = cfg.output_dim if cfg.output_dim is not None else cfg.vocab_size
+        self.head = nn.Linear(cfg.d_model, out_dim, bias=False)
+        self._init_weights()
+        if cfg.tie_embeddings and cfg.input_dim is None and cfg.output_dim is None:
+            self.head.weight = self.embed.weight
+
+    def _init_weights(self) -> None:
+        std = self.cfg.init_std
+        for module in (self.embed, self.head):
+            nn.init.normal_(module.weight, std=std)
+        for block in self.blocks:
+            if block.ffn is not None:
+                for lin in block.ffn.modules():
+                    if isinstance(lin, nn.Linear):
+                        nn.init.normal_(lin.weight, std=std)
+                        if lin.bias is not None:
+                            nn.init.zeros_(lin.bias)
+                # GPT-2 style: scale the residual output projection by 1/sqrt(2·n_layers)
+                last = [m for m in block.ffn.modules() if isinstance(m, nn.Linear)][-1]
+                last.weight.data.mul_((2 * self.cfg.n_layers) ** -0.5)
+
+    @property
+    def continuous(self) -> bool:
+        return self.cfg.input_dim is not None
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> list:
+        return [b.mixer.init_state(batch_size, device=device, dtype=dtype) for b in self.blocks]
+
+    def forward(self, inputs: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+        """``inputs``: token ids ``[B, T]`` (or ``[B, T, input_dim]``). Returns ``(logits, new_state)``."""
+        if self.continuous:
+            if inputs.dim() != 3 or inputs.shape[-1] != self.cfg.input_dim:
+                raise SeqzooError(f"inputs must be [B, T, {self.cfg.input_dim}] floats, got {list(inputs.shape)}")
+        elif inputs.dim() != 2 or inputs.dtype not in (torch.int64, torch.int32):
+            raise SeqzooError(f"inputs must be [B, T] integer token ids, got {list(inputs.shape)} {inputs.dtype}")
+        x = self.embed(inputs)
+        if state is None:
+            state = [None] * len(self.blocks)
+        elif len(state) != len(self.blocks):
+            raise SeqzooError(f"state has {len(state)} layer states; this model has {len(self.blocks)} layers")
+        new_state = []
+        for block, layer_state in zip(self.blocks, state):
+            x, layer_state = block(x, layer_state)
+            new_state.append(layer_state)
+        return self.head(self.norm(x)), new_state
+
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """Mean next-token cross-entropy (or MSE for continuous outputs) over positions where ``loss_mask`` is set."""
+        logits, _ = self(batch["inputs"])
+        targets = batch["targets"]
+        mask = batch.get("loss_mask")
+        if self.cfg.output_dim is None:
+            per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+            per_token = per_token.view(targets.shape)
+        else:
+            per_token = (logits.float() - targets.float()).pow(2).mean(-1)
+        if mask is None:
+            return per_token.mean()
+        mask = mask.to(per_token.dtype)
+        return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    def state_size(self, seq_len: int) -> int:
+        return sum(b.mixer.state_size(seq_len) for b in self.blocks)

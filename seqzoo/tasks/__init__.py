@@ -1,0 +1,1 @@
+"""Tasks: data and metrics per domain (text, synthetic, time series, ...)."""
