@@ -1,4 +1,4 @@
-"""The ``seqzoo`` command line: ``list``, ``train``, ``generate``, ``info``.
+"""The ``seqzoo`` command line: ``list``, ``train``, ``generate``, ``info``, ``repro``.
 
 Bad input (unknown config key or mixer, wrong type, missing file, non-UTF-8 text, a corrupt checkpoint) prints
 one line ``seqzoo: error: ...`` on stderr and exits with code 2.
@@ -111,6 +111,25 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_repro(args) -> int:
+    from ..repro import get_repro, list_repros
+
+    if args.list or not args.paper_id:
+        for entry in list_repros():
+            print(f"{entry.paper_id:20s} {entry.title} — {entry.claim}")
+        return 0
+    entry = get_repro(args.paper_id)
+    print(f"{entry.paper_id}: {entry.title}" + (f" (arXiv {entry.arxiv})" if entry.arxiv else ""))
+    print(f"claim: {entry.claim}")
+    result = entry.run(args.quick)
+    print(result.render())
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(result.to_json())
+    return 0 if result.held or args.quick else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqzoo", description="Sequence models behind shared, tested contracts.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float)
     gen.add_argument("--seed", type=int)
     gen.set_defaults(fn=_cmd_generate)
+
+    repro = sub.add_parser("repro", help="run a paper's small-scale reproduction (exit 1 if it does not hold)")
+    repro.add_argument("paper_id", nargs="?", help="see seqzoo repro --list")
+    repro.add_argument("--list", action="store_true", help="list the reproductions")
+    repro.add_argument("--quick", action="store_true", help="a tiny smoke run (its checks are not expected to hold)")
+    repro.add_argument("--json", help="also write the result as JSON to this path")
+    repro.set_defaults(fn=_cmd_repro)
 
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("checkpoint")

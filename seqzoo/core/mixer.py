@@ -53,9 +53,17 @@ class Mixer(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement _mix")
 
     # -- shared -------------------------------------------------------------------------------------------------
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def check_input(self, x: Tensor) -> None:
+        """Validate ``x``; mixers over other layouts (e.g. ``[B, T, C, H, W]``) override this."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise SeqzooError(f"{type(self).__name__} expects x of shape [B, T, {self.d_model}], got {list(x.shape)}")
+
+    def example_input_shape(self, batch_size: int, seq_len: int) -> tuple[int, ...]:
+        """Shape of an input of ``seq_len`` steps (used by the contract tests and ``state_size``)."""
+        return (batch_size, seq_len, self.d_model)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        self.check_input(x)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         return self._mix(x, state)
@@ -66,7 +74,7 @@ class Mixer(nn.Module):
         device = p.device if p is not None else None
         dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
         with torch.no_grad():
-            _, state = self.forward(torch.zeros(1, seq_len, self.d_model, device=device, dtype=dtype))
+            _, state = self.forward(torch.zeros(self.example_input_shape(1, seq_len), device=device, dtype=dtype))
         return state_numel(state)
 
     def extra_repr(self) -> str:

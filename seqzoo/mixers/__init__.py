@@ -1,3 +1,3 @@
 """Sequence mixers, one file per mechanism, grouped by family. Importing this package registers them all."""
 
-from . import attention, linear  # noqa: F401
+from . import attention, linear, rnn, ssm  # noqa: F401

@@ -1,3 +1,8 @@
-"""Linear-recurrent family: linear attention, retention (and later DeltaNet, hybrids)."""
+"""Linear-recurrent family: linear attention, retention, the delta rule and hybrids.
 
-from . import linear_attention, retention  # noqa: F401
+Every module in this package is imported (and so its mixers registered) when the package is imported.
+"""
+
+from .._discover import import_all
+
+import_all(__name__, __path__)

@@ -1,0 +1,35 @@
+"""Shared plumbing for reproductions: train a CausalLM on a task with the trainer, then evaluate it."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import torch
+
+from ..core.data import BatchSource
+from ..models import CausalLM, ModelConfig
+from ..tasks.metrics import token_accuracy
+from ..train import Trainer
+from ..train.config import TrainConfig
+
+
+def train_on_task(model_cfg: ModelConfig, task: BatchSource, *, steps: int, batch_size: int = 32, lr: float = 1e-3,
+                  seed: int = 0, warmup_steps: int | None = None, weight_decay: float = 0.1,
+                  eval_batches: int = 8) -> tuple[CausalLM, dict]:
+    """Train a fresh model on ``task`` for ``steps`` steps (no checkpoints kept) and report accuracy on its
+    validation split, with the parameter count, state size and wall time."""
+    torch.manual_seed(seed)
+    model = CausalLM(model_cfg)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, weight_decay=weight_decay,
+                      warmup_steps=warmup_steps if warmup_steps is not None else max(1, steps // 10),
+                      eval_every=steps, eval_batches=2, checkpoint_every=10**9, keep_checkpoints=1, progress=False,
+                      log_every=max(1, steps // 10))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="seqzoo-repro-") as out_dir:
+        Trainer(model, task, cfg, out_dir).fit()
+    seconds = time.perf_counter() - start
+    metrics = token_accuracy(model, task, split="val", batches=eval_batches, batch_size=batch_size)
+    seq_len = getattr(task, "seq_len", 64)
+    metrics.update(parameters=model.num_parameters(), state_size=model.state_size(seq_len), train_seconds=seconds)
+    return model, metrics
