@@ -8,7 +8,9 @@ from seqzoo.core.errors import SeqzooError
 from seqzoo.generation import filter_logits, generate, sample_next
 from seqzoo.models import CausalLM, ModelConfig
 
-CAUSAL = [n for n in seqzoo.list_mixers() if seqzoo.core.mixer_entry(n).cls.causal]
+# causal mixers over token sequences [B, T, D] (not e.g. video mixers whose inputs are [B, T, C, H, W])
+CAUSAL = [n for n in seqzoo.list_mixers() if seqzoo.core.mixer_entry(n).cls.causal
+          and len(seqzoo.build_mixer(n, 32).example_input_shape(1, 1)) == 3]
 
 
 def model_with(mixer, vocab=23) -> CausalLM:

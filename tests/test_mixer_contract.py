@@ -9,6 +9,9 @@ new mixer gets all of them by registering. What a mixer class must declare:
   mixers), False when it grows (a KV cache);
 * ``causal`` (from :class:`seqzoo.Mixer`) — non-causal mixers skip chunk invariance and causality.
 
+Inputs are built with ``mixer.example_input_shape(batch, T)`` ([B, T, D] by default; e.g. [B, T, C, H, W] for a
+video mixer), so mixers over other layouts get the same checks.
+
 Checked: chunk invariance over random splits (one token at a time included), threading the state, in float64
 (relative error ≤ 1e-10) and float32 (≤ 1e-5); causality (≤ 1e-12 in float64); ``forward(x, None) ==
 forward(x, init_state(...))``; lengths 1, 13, 67 (not multiples of the chunk sizes; ``chunk_size`` is set to 8
@@ -64,6 +67,11 @@ def make(name: str, dtype=torch.float64, impl=None, like: Mixer | None = None, *
     if like is not None:
         mixer.load_state_dict(like.state_dict())
     return mixer.to(dtype).eval()
+
+
+def input_shape(mixer: Mixer, batch: int, length: int) -> tuple[int, ...]:
+    """The mixer's input shape for ``batch`` sequences of ``length`` steps ([B, T, D], or e.g. [B, T, C, H, W])."""
+    return tuple(mixer.example_input_shape(batch, length))
 
 
 def rand(*shape, dtype=torch.float64, seed=0) -> torch.Tensor:
@@ -123,8 +131,10 @@ def test_declares_contract_attributes(name):
     docs = (inspect.getdoc(cls) or "") + (inspect.getmodule(cls).__doc__ or "")
     assert entry.arxiv in docs, f"{name}: arXiv id {entry.arxiv} should appear in its docstring"
     # the defaults work at d_model = 64
-    y, _ = seqzoo.build_mixer(name, D_MODEL)(torch.randn(1, 3, D_MODEL))
-    assert y.shape == (1, 3, D_MODEL) and torch.isfinite(y).all()
+    mixer = seqzoo.build_mixer(name, D_MODEL)
+    x = torch.randn(mixer.example_input_shape(1, 3))
+    y, _ = mixer(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
 
 
 # -- chunk invariance ------------------------------------------------------------------------------------------------
@@ -134,7 +144,8 @@ def test_chunk_invariance(name, impl, dtype):
     skip_if_not_causal(name)
     mixer = make(name, dtype, impl)
     length = 29
-    x, x_next = rand(2, length, D_MODEL, dtype=dtype, seed=1), rand(2, 5, D_MODEL, dtype=dtype, seed=2)
+    x = rand(*input_shape(mixer, 2, length), dtype=dtype, seed=1)
+    x_next = rand(*input_shape(mixer, 2, 5), dtype=dtype, seed=2)
     with torch.no_grad():
         y_full, s_full = mixer(x)
         y_next_full, _ = mixer(x_next, s_full)
@@ -151,12 +162,12 @@ def test_chunk_invariance(name, impl, dtype):
 def test_causality(name, impl):
     skip_if_not_causal(name)
     mixer = make(name, torch.float64, impl)
-    x = rand(2, 24, D_MODEL, seed=3)
+    x = rand(*input_shape(mixer, 2, 24), seed=3)
     with torch.no_grad():
         y, _ = mixer(x)
         for t in (1, 8, 13, 23):  # 8: a chunk boundary when chunk_size = 8
             x2 = x.clone()
-            x2[:, t:] += 3.0 * rand(2, 24 - t, D_MODEL, seed=t)
+            x2[:, t:] += 3.0 * rand(*input_shape(mixer, 2, 24 - t), seed=t)
             y2, _ = mixer(x2)
             assert rel_err(y2[:, :t], y[:, :t]) <= 1e-12, f"y[:, :{t}] changed when x[:, {t}:] changed"
             assert rel_err(y2[:, t:], y[:, t:]) > 1e-6, f"y[:, {t}:] ignores x[:, {t}:]"  # the probe is live
@@ -167,7 +178,7 @@ def test_causality(name, impl):
 @pytest.mark.parametrize("name", NAMES)
 def test_none_state_equals_init_state(name, dtype):
     mixer = make(name, dtype)
-    x = rand(2, 13, D_MODEL, dtype=dtype, seed=4)
+    x = rand(*input_shape(mixer, 2, 13), dtype=dtype, seed=4)
     with torch.no_grad():
         y0, s0 = mixer(x, None)
         y1, s1 = mixer(x, mixer.init_state(2, device=x.device, dtype=x.dtype))
@@ -184,12 +195,12 @@ def test_none_state_equals_init_state(name, dtype):
 def test_lengths_and_impls_agree(name, length, dtype):
     impls = impls_of(name)
     ref = make(name, dtype, impls[0])
-    x = rand(2, length, D_MODEL, dtype=dtype, seed=5 + length)
+    x = rand(*input_shape(ref, 2, length), dtype=dtype, seed=5 + length)
     with torch.no_grad():
         y_ref, s_ref = ref(x)
-        assert y_ref.shape == (2, length, D_MODEL) and y_ref.dtype == dtype
+        assert y_ref.shape == x.shape and y_ref.dtype == dtype
         assert torch.isfinite(y_ref).all()
-        x_next = rand(2, 3, D_MODEL, dtype=dtype, seed=6)
+        x_next = rand(*input_shape(ref, 2, 3), dtype=dtype, seed=6)
         y_next_ref, _ = ref(x_next, s_ref)
         for impl in impls[1:]:
             other = make(name, dtype, impl, like=ref)
@@ -202,8 +213,9 @@ def test_lengths_and_impls_agree(name, length, dtype):
 @pytest.mark.parametrize("name", NAMES)
 def test_gradients_agree_across_impls(name):
     impls = impls_of(name)
-    x = rand(2, 13, D_MODEL, seed=7)
-    weight = rand(2, 13, D_MODEL, seed=8)
+    ref = make(name, torch.float64, impls[0])
+    x = rand(*input_shape(ref, 2, 13), seed=7)
+    weight = rand(*input_shape(ref, 2, 13), seed=8)
 
     def grads(mixer, sizes=None):
         xg = x.clone().requires_grad_(True)
@@ -211,7 +223,6 @@ def test_gradients_agree_across_impls(name):
         (y * weight).sum().backward()
         return xg.grad, {n: p.grad for n, p in mixer.named_parameters() if p.requires_grad}
 
-    ref = make(name, torch.float64, impls[0])
     gx_ref, gp_ref = grads(ref)
     assert torch.isfinite(gx_ref).all() and gx_ref.abs().max() > 0
     for impl in impls[1:]:
@@ -236,7 +247,7 @@ def test_gradients_agree_across_impls(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_batch_rows_are_independent(name):
     mixer = make(name, torch.float64)
-    x = rand(3, 13, D_MODEL, seed=9)
+    x = rand(*input_shape(mixer, 3, 13), seed=9)
     with torch.no_grad():
         y, state = mixer(x)
         for leaf in float_leaves(state) + [t for t in state.values() if not t.is_floating_point()]:
@@ -253,7 +264,7 @@ def test_batch_rows_are_independent(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_call_does_not_modify_its_inputs(name):
     mixer = make(name, torch.float64)
-    x = rand(3, 7, D_MODEL, seed=10)
+    x = rand(*input_shape(mixer, 3, 7), seed=10)
     with torch.no_grad():
         _, state = mixer(x)
         x_copy, state_copy = x.clone(), map_state(state, torch.clone)
@@ -272,7 +283,7 @@ def test_state_dtypes(name):
     for dtype, expect in ((torch.bfloat16, torch.float32), (torch.float32, torch.float32),
                           (torch.float64, torch.float64)):
         mixer = make(name, dtype)
-        x = rand(2, 13, D_MODEL, dtype=dtype, seed=11)
+        x = rand(*input_shape(mixer, 2, 13), dtype=dtype, seed=11)
         with torch.no_grad():
             y, state = mixer(x[:, :6])
             y2, state = mixer(x[:, 6:], state)
@@ -293,7 +304,7 @@ def test_state_size(name):
         size = mixer.state_size(length)
         assert isinstance(size, int) and not isinstance(size, bool) and size > 0
         with torch.no_grad():
-            _, state = mixer(torch.zeros(1, length, D_MODEL))
+            _, state = mixer(torch.zeros(input_shape(mixer, 1, length)))
         assert size == state_numel(state), f"state_size({length}) = {size}, measured {state_numel(state)}"
         sizes[length] = size
     if mixer_cls(name).constant_state:

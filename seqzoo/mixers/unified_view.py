@@ -144,12 +144,14 @@ UNIFIED_VIEW: dict[str, MixingView] = {
         "O(T C d + T d²); O(d²) per token",
         "O(H d²) recurrent, O(T C) chunked"),
     "aaren": MixingView(
-        "prefix softmax with a learned query",
-        "M_ts = exp(q·k_s) / Σ_{r≤t} exp(q·k_r), s ≤ t, with q a learned, input-independent token",
-        "parallel prefix scan of (max, sum, weighted sum) triples",
-        "(m, u, w): O(H d)",
-        "O(T d) work, O(log T) depth; O(d) per token",
-        "O(T d)"),
+        "prefix-normalised softmax of one learned query (every row re-normalises the same weights)",
+        "M_ts = exp(q_h·k_s/√d) / Σ_{r≤t} exp(q_h·k_r/√d), s ≤ t; q_h a learned vector per head that does not "
+        "depend on the input (then an output projection)",
+        "Hillis–Steele parallel prefix scan of (running max, sum of exp, weighted sum of values) triples; the same "
+        "⊕ one token at a time to decode",
+        "(m, u, w) per head: H·(d + 2), constant in T",
+        "O(T log T · D) scan work in ⌈log₂ T⌉ rounds, plus O(T D²) projections; O(D²) per token",
+        "O(T D) per scan round (O(T D log T) kept for the backward pass)"),
     # -- state space models ------------------------------------------------------------------------------------------
     "s4": MixingView(
         "Toeplitz (LTI state-space convolution)",
@@ -189,12 +191,14 @@ UNIFIED_VIEW: dict[str, MixingView] = {
         "O(T log T + N T)",
         "O(T + N)"),
     "convs5": MixingView(
-        "Toeplitz in time with convolution operators in space",
-        "M_ts = C ∗ Λ̄^{t−s} ⊙ (B̄ ∗ ·), s ≤ t: an LTI operator on frames (Λ̄ diagonal, ∗ 2-D convolution)",
-        "parallel associative scan over time of the diagonal recurrence; convolutions per frame",
-        "complex state P × H × W (one frame)",
-        "O(T · H W P k²); O(H W P k²) per frame",
-        "O(T H W P)"),
+        "Toeplitz in time (LTI) with local convolutions in space; a diagonal state space at every pixel",
+        "Y_t = GELU(Σ_{s≤t} C̃ ∗ (Λ̄^{t−s} ⊙ (B̄ ∗ U_s)) + D ∗ U_t): M_ts = C̃ ∗ Λ̄^{t−s} B̄ ∗ (an operator on frames; "
+        "the state kernel A is 1×1, so the spatial reach is r_B + r_C at every lag t − s)",
+        "the convolutions on all frames at once; Hillis–Steele scan over time of the pointwise recurrence "
+        "(or frame-by-frame steps to decode)",
+        "complex state P × H × W (2·P·H·W reals; P = N/2)",
+        "O(T·HW·C·P·k²) convolutions + O(T log T · HW·P) scan; O(HW·C·P·k²) per frame",
+        "O(T·HW·P)"),
     "mamba": MixingView(
         "input-dependent semiseparable (selective state space)",
         "M_ts = C_t (Π_{r=s+1}^{t} exp(Δ_r A)) Δ_s B_s per channel, s ≤ t (+ D u_t)",
