@@ -1,5 +1,10 @@
 """Tests of softmax_attention: SDPA vs the math reference vs a hand-built masked softmax, KV caches of every
-split, sliding windows, grouped-query heads and causality across a cache."""
+split, sliding windows, grouped-query heads and causality across a cache.
+
+Papers: "Attention Is All You Need" (arXiv 1706.03762), softmax(q·k / √D) v under a causal mask; GQA
+(arXiv 2305.13245), query head h reads kv head h // (H / Hkv); Longformer (arXiv 2004.05150), a key is visible
+when 0 ≤ i − p_j < window.
+"""
 
 from __future__ import annotations
 
@@ -111,6 +116,16 @@ def test_queries_after_a_cache_do_not_see_future_keys(impl, window):
     o2, _ = softmax_attention(q[:, 5:], k2[:, 5:], v2[:, 5:], cache=cache, window=window, impl=impl)
     assert torch.equal(o[:, :4], o2[:, :4])     # queries 5 … 8 never read them
     assert not torch.allclose(o[:, 4:], o2[:, 4:])
+
+
+@pytest.mark.parametrize("window", (None, 4))
+def test_float32_close_to_float64(window):
+    q, k, v = make_qkv(19)
+    o_ref, _ = softmax_attention(q, k, v, window=window, impl="math")
+    for impl in ("sdpa", "math"):
+        o, _ = softmax_attention(q.float(), k.float(), v.float(), window=window, impl=impl)
+        assert o.dtype == torch.float32
+        assert ((o.double() - o_ref).norm() / o_ref.norm()).item() <= 1e-5
 
 
 def test_bfloat16_runs_and_is_close():

@@ -1,4 +1,8 @@
-"""Tests of selective_scan (Mamba): every impl against the recurrent reference, plus hand-computed examples."""
+"""Tests of selective_scan: every impl against the recurrent reference, plus hand-computed examples.
+
+Paper: "Mamba: Linear-Time Sequence Modeling with Selective State Spaces", arXiv 2312.00752:
+x_t = exp(Δ_t A) ⊙ x_{t-1} + (Δ_t u_t) B_t, y_t = x_t C_t + D u_t.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,10 @@
 Written once here so that every op in :mod:`seqzoo.ops` checks its inputs the same way and reports bad input as a
 one-line :class:`~seqzoo.core.errors.SeqzooError` naming what was wrong and what is valid (DESIGN.md, Contract 1).
 
-Conventions shared by the ops (no equations of their own live here):
+No paper of its own: the mechanisms, their papers (title, arXiv id) and equations are in the op modules. The only
+arithmetic here is :func:`matmul_add_`, ``scale · (acc + a @ b)``, the last step of the chunked forms.
+
+Conventions shared by the ops:
 
 * layout is sequence-first ``[B, T, H, D]``; the matrix-state ops work internally heads-first ``[B, H, T, D]``;
 * the recurrent state is float32, or float64 when the inputs are float64 (:func:`seqzoo.core.state.state_dtype`),

@@ -95,7 +95,16 @@ def _math(q: Tensor, k: Tensor, v: Tensor, visible: Tensor | None, scale: float)
     return torch.softmax(scores, dim=-1) @ v
 
 
+# SDPA shares key/value heads itself (no copy of the cache per call) from torch 2.5 on
+_SDPA_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, visible: Tensor | None, scale: float, causal: bool) -> Tensor:
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1 and _SDPA_GQA:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, is_causal=causal, scale=scale,
+                                              enable_gqa=True)
+    k, v = _expand_heads(k, groups), _expand_heads(v, groups)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, is_causal=causal, scale=scale)
 
 
@@ -127,7 +136,6 @@ def softmax_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = 
     if Tq == 0:
         return v.new_empty(q.shape[0], 0, q.shape[2], v.shape[3]), new_cache
 
-    groups = q.shape[2] // k.shape[2]
     # plain causal masking when every query sees all keys up to itself; an explicit mask otherwise
     causal = L == 0 and (window is None or window >= Tq)
     needs_mask = not causal and not (Tq == 1 and (window is None or window > L))
@@ -135,11 +143,10 @@ def softmax_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = 
     if impl == "math":
         dtype = acc_dtype(q, k, v)
         qh, kh, vh = (x.transpose(1, 2).to(dtype) for x in (q, k, v))
-        if causal:
-            visible = _visible(Tq, 0, None, q.device)
+        groups = q.shape[2] // k.shape[2]
+        visible = _visible(Tq, 0, None, q.device) if causal else visible
         o = _math(qh, _expand_heads(kh, groups), _expand_heads(vh, groups), visible, scale)
     else:
-        dtype = v.dtype
-        qh, kh, vh = (x.transpose(1, 2).to(dtype) for x in (q, k, v))
-        o = _sdpa(qh, _expand_heads(kh, groups), _expand_heads(vh, groups), visible, scale, causal)
+        qh, kh, vh = (x.transpose(1, 2).to(v.dtype) for x in (q, k, v))
+        o = _sdpa(qh, kh, vh, visible, scale, causal)
     return o.transpose(1, 2).to(v.dtype).contiguous(), new_cache

@@ -41,12 +41,11 @@ OP = "decay_linear_attention"
 
 
 def _recurrent(q: Tensor, k: Tensor, v: Tensor, g: Tensor, S: Tensor, scale: float, chunk_size: int):
-    q = q * scale
     outputs = []
-    for t in range(q.shape[2]):
-        decay = torch.exp(g[:, :, t, None, None])
-        S = decay * S + k[:, :, t, :, None] * v[:, :, t, None, :]    # S_t = exp(g_t) S_{t-1} + k_tᵀ v_t
-        outputs.append((q[:, :, t, None, :] @ S).squeeze(-2))       # o_t = q_t S_t
+    for q_t, k_t, v_t, g_t in zip((q * scale).unbind(2), k.unbind(2), v.unbind(2), g.unbind(2)):
+        decay = torch.exp(g_t)[..., None, None]
+        S = decay * S + k_t[..., :, None] * v_t[..., None, :]     # S_t = exp(g_t) S_{t-1} + k_tᵀ v_t
+        outputs.append((q_t[..., None, :] @ S).squeeze(-2))       # o_t = q_t S_t
     return torch.stack(outputs, dim=2), S
 
 

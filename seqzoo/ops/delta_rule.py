@@ -44,13 +44,11 @@ OP = "delta_rule"
 
 
 def _recurrent(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S: Tensor, scale: float, chunk_size: int):
-    q = q * scale
     outputs = []
-    for t in range(q.shape[2]):
-        k_t, v_t, beta_t = k[:, :, t], v[:, :, t], beta[:, :, t, None]
-        error = v_t - (k_t[:, :, None, :] @ S).squeeze(-2)             # v_t − k_t S_{t-1}
-        S = S + k_t[:, :, :, None] * (beta_t * error)[:, :, None, :]   # S_t = S_{t-1} + β_t k_tᵀ (…)
-        outputs.append((q[:, :, t, None, :] @ S).squeeze(-2))          # o_t = q_t S_t
+    for q_t, k_t, v_t, beta_t in zip((q * scale).unbind(2), k.unbind(2), v.unbind(2), beta.unbind(2)):
+        error = v_t - (k_t[..., None, :] @ S).squeeze(-2)                  # v_t − k_t S_{t-1}
+        S = S + k_t[..., :, None] * (beta_t[..., None] * error)[..., None, :]   # S_t = S_{t-1} + β_t k_tᵀ (…)
+        outputs.append((q_t[..., None, :] @ S).squeeze(-2))               # o_t = q_t S_t
     return torch.stack(outputs, dim=2), S
 
 

@@ -54,10 +54,10 @@ OP = "selective_scan"
 def _recurrent(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor,
                chunk_size: int) -> tuple[Tensor, Tensor]:
     outputs = []
-    for t in range(u.shape[1]):
-        decay = torch.exp(delta[:, t, :, None] * A)                        # exp(Δ_t A): [B, Dm, N]
-        x = decay * x + (delta[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
-        outputs.append((x * C[:, t, None, :]).sum(-1))                     # x_t C_t: [B, Dm]
+    for u_t, delta_t, B_t, C_t in zip(u.unbind(1), delta.unbind(1), B.unbind(1), C.unbind(1)):
+        decay = torch.exp(delta_t[:, :, None] * A)                         # exp(Δ_t A): [B, Dm, N]
+        x = decay * x + (delta_t * u_t)[:, :, None] * B_t[:, None, :]
+        outputs.append((x * C_t[:, None, :]).sum(-1))                      # x_t C_t: [B, Dm]
     return torch.stack(outputs, dim=1), x
 
 
