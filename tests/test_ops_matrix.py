@@ -250,3 +250,21 @@ def test_public_exports():
     assert contract <= set(seqzoo.ops.__all__)                       # later ops may add their own names
     assert not [name for name in seqzoo.ops.__all__ if name.startswith("_")]
     assert all(callable(getattr(seqzoo.ops, name)) for name in seqzoo.ops.__all__)
+
+
+def test_auto_steps_recurrently_for_decoding_lengths():
+    """impl="auto" picks the recurrent form for T ≤ 4 (decode steps) and the chunk form beyond; both agree."""
+    from seqzoo.ops._common import AUTO_RECURRENT_MAX_T, auto_for_length
+
+    assert auto_for_length("chunk", 1) == "recurrent" and auto_for_length("chunk", AUTO_RECURRENT_MAX_T) == "recurrent"
+    assert auto_for_length("chunk", AUTO_RECURRENT_MAX_T + 1) == "chunk"
+    from seqzoo.ops import delta_rule
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 2, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    beta = torch.rand(1, 1, 2, generator=gen, dtype=torch.float64)
+    s0 = torch.randn(1, 2, 4, 4, generator=gen, dtype=torch.float64)
+    a, sa = delta_rule(q, k, v, beta, initial_state=s0)
+    b, sb = delta_rule(q, k, v, beta, initial_state=s0, impl="chunk")
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sa, sb, rtol=1e-12, atol=1e-12)

@@ -33,6 +33,15 @@ def fail(op: str, message: str) -> SeqzooError:
     return SeqzooError(f"{op}: {message}")
 
 
+# "auto" uses the step-by-step form for calls this short (decoding): it has no chunk set-up cost.
+AUTO_RECURRENT_MAX_T = 4
+
+
+def auto_for_length(auto: str, length: int) -> str:
+    """The impl ``"auto"`` stands for at sequence length ``length``."""
+    return "recurrent" if length <= AUTO_RECURRENT_MAX_T else auto
+
+
 def resolve_impl(op: str, impl: str, valid: tuple[str, ...], auto: str) -> str:
     """Map ``impl`` to one of ``valid`` (``"auto"`` becomes ``auto``); anything else is a :class:`SeqzooError`."""
     if impl == "auto":
@@ -158,7 +167,7 @@ class MatrixOpInputs:
         for name, g in gates.items():
             check_shape(op, name, g, (B, T, H), "B, T, H")
             check_same_device(op, q=q, **{name: g})
-        self.impl = resolve_impl(op, impl, valid, auto)
+        self.impl = resolve_impl(op, impl, valid, auto_for_length(auto, T))
         self.chunk_size = check_chunk_size(op, chunk_size)
         dtype = acc_dtype(q, k, v, *gates.values())
         self.scale = resolve_scale(op, scale, K)

@@ -102,7 +102,7 @@ def decay_linear_attention(q: Tensor, k: Tensor, v: Tensor, g: Tensor, *, scale:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; g: ``[B, T, H]`` log-decays, which must be ≤ 0 (not checked).
         scale: multiplies q; None means ``K ** -0.5``.
         initial_state: ``[B, H, K, V]`` or None (zeros).
-        impl: "auto" (= "chunk"), "recurrent", "chunk" or "parallel".
+        impl: "auto" (= "chunk"; "recurrent" for T ≤ 4, i.e. decoding), "recurrent", "chunk" or "parallel".
         chunk_size: chunk length of the "chunk" form; T need not be a multiple of it.
 
     Returns:

@@ -99,7 +99,7 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float | 
         beta: ``[B, T, H]``, in [0, 1] for stability (not checked).
         scale: multiplies q; None means ``K ** -0.5``.
         initial_state: ``[B, H, K, V]`` or None (zeros).
-        impl: "auto" (= "chunk"), "recurrent", "chunk" or "parallel".
+        impl: "auto" (= "chunk"; "recurrent" for T ≤ 4, i.e. decoding), "recurrent", "chunk" or "parallel".
         chunk_size: chunk length of the "chunk" form; T need not be a multiple of it.
 
     Returns:

@@ -73,7 +73,7 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = N
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``.
         scale: multiplies q; None means ``K ** -0.5``.
         initial_state: ``[B, H, K, V]`` or None (zeros).
-        impl: "auto" (= "chunk"), "recurrent", "chunk" or "parallel".
+        impl: "auto" (= "chunk"; "recurrent" for T ≤ 4, i.e. decoding), "recurrent", "chunk" or "parallel".
         chunk_size: chunk length of the "chunk" form; T need not be a multiple of it.
 
     Returns:

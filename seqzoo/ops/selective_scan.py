@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from ._common import acc_dtype, check_chunk_size, check_same_device, check_shape, check_tensor, fail, \
-    resolve_impl, start_state
+    auto_for_length, resolve_impl, start_state
 
 OP = "selective_scan"
 
@@ -165,7 +165,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         u, delta: ``[B, T, Dm]`` (Δ > 0, typically a softplus output); A: ``[Dm, N]`` (≤ 0 for a stable scan;
             not checked); B, C: ``[B, T, N]``; D: ``[Dm]`` skip weights or None.
         initial_state: ``[B, Dm, N]`` or None (zeros).
-        impl: "auto" (= "chunk"), "recurrent", "chunk" or "parallel".
+        impl: "auto" (= "chunk"; "recurrent" for T ≤ 4, i.e. decoding), "recurrent", "chunk" or "parallel".
         chunk_size: time steps processed at once by the fast forms (bounds memory to [B, chunk_size, Dm, N]).
 
     There is no ``scale`` argument. Returns ``(y, final_state)``: y ``[B, T, Dm]`` in the dtype of u;
@@ -183,7 +183,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     if D is not None:
         check_shape(OP, "D", D, (Dm,), "Dm")
     device = check_same_device(OP, u=u, delta=delta, A=A, B=B, C=C, D=D)
-    impl = resolve_impl(OP, impl, tuple(_IMPLS), "chunk")
+    impl = resolve_impl(OP, impl, tuple(_IMPLS), auto_for_length("chunk", u.shape[1]))
     chunk_size = check_chunk_size(OP, chunk_size)
     dtype = acc_dtype(u, delta, A, B, C, *([] if D is None else [D]))
     x = start_state(OP, initial_state, (batch, Dm, N), "B, Dm, N", dtype, device)
