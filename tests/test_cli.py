@@ -84,3 +84,21 @@ def test_bad_inputs_give_one_line_and_exit_2(trained_run, tmp_path):
     assert "does not exist" in error_line(run_cli("train", str(config), "--set", f"data.source={tmp_path}/nope"))
     error_line(run_cli("info", str(tmp_path / "no_checkpoint_here")))
     assert "prompt is empty" in error_line(run_cli("generate", str(out), "--prompt", ""))
+
+
+def test_repro_list_and_unknown_id():
+    listed = run_cli("repro", "--list")
+    assert listed.returncode == 0 and "deltanet" in listed.stdout
+    assert "unknown reproduction 'nope'; valid: " in error_line(run_cli("repro", "nope"))
+
+
+def test_repro_result_rendering_and_exit_status():
+    from seqzoo.repro import ReproResult
+
+    result = ReproResult("demo")
+    assert not result.held  # no checks: nothing was shown to hold
+    result.check("accuracy", 0.91234, "> 0.9", True)
+    result.check("gap", 0.02, "> 0.1", False)
+    text = result.render()
+    assert "DID NOT HOLD" in text and "[ok] accuracy: measured 0.9123; expected > 0.9" in text
+    assert "[FAIL] gap" in text and not result.held

@@ -1,4 +1,4 @@
-"""The ``seqzoo`` command line: ``list``, ``train``, ``generate``, ``info``, ``repro``.
+"""The ``seqzoo`` command line: ``list``, ``train``, ``generate``, ``info``, ``repro``, ``arena``, ``report``.
 
 Bad input (unknown config key or mixer, wrong type, missing file, non-UTF-8 text, a corrupt checkpoint) prints
 one line ``seqzoo: error: ...`` on stderr and exits with code 2.
@@ -19,7 +19,7 @@ def _cmd_list(args) -> int:
     for name in list_mixers():
         entry = mixer_entry(name)
         arxiv = f" (arXiv {entry.arxiv})" if entry.arxiv else ""
-        print(f"{name:20s} {entry.paper}{arxiv}")
+        print(f"{name:22s} {entry.paper}{arxiv}")
     return 0
 
 
@@ -116,7 +116,7 @@ def _cmd_repro(args) -> int:
 
     if args.list or not args.paper_id:
         for entry in list_repros():
-            print(f"{entry.paper_id:20s} {entry.title} — {entry.claim}")
+            print(f"{entry.paper_id:14s} {entry.title} — {entry.claim}")
         return 0
     entry = get_repro(args.paper_id)
     print(f"{entry.paper_id}: {entry.title}" + (f" (arXiv {entry.arxiv})" if entry.arxiv else ""))
@@ -128,6 +128,27 @@ def _cmd_repro(args) -> int:
 
         Path(args.json).write_text(result.to_json())
     return 0 if result.held or args.quick else 1
+
+
+def _cmd_arena(args) -> int:
+    from ..arena import ArenaConfig, RunDB, best_over_lr, format_leaderboard, run_arena
+
+    cfg = ArenaConfig.load(args.config)
+    db_path = args.db or cfg.db
+    with RunDB(db_path) as db:
+        counts = run_arena(cfg, db)
+        print(f"arena: {counts['ran']} ran, {counts['skipped']} already done, {counts['failed']} failed, "
+              f"{counts['total']} in the grid" + (" (stopped by max_seconds)" if counts["stopped"] else ""))
+        print(format_leaderboard(best_over_lr(db.runs())))
+    print(f"database: {db_path}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from ..arena.report import write_report
+
+    print(f"report: {write_report(args.db, args.out)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--quick", action="store_true", help="a tiny smoke run (its checks are not expected to hold)")
     repro.add_argument("--json", help="also write the result as JSON to this path")
     repro.set_defaults(fn=_cmd_repro)
+
+    arena = sub.add_parser("arena", help="train a grid of mixers x tasks x sizes x learning rates (resumable)")
+    arena.add_argument("config", help="arena TOML config (see configs/arena_quick.toml)")
+    arena.add_argument("--db", help="SQLite database of runs (default: the config's arena.db)")
+    arena.set_defaults(fn=_cmd_arena)
+
+    report = sub.add_parser("report", help="render an arena database as a static HTML page")
+    report.add_argument("db", help="SQLite database written by seqzoo arena")
+    report.add_argument("--out", default="arena_report.html", help="HTML file to write (default: %(default)s)")
+    report.set_defaults(fn=_cmd_report)
 
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("checkpoint")
