@@ -1,0 +1,80 @@
+"""Registry of arena tasks: a name maps to a factory that builds a :class:`BatchSource` for a sequence length.
+
+The arena grid names tasks by string, so every task needs one uniform way to be built at a given sequence length
+with a seed and its own options (e.g. ``num_kv_pairs`` for MQAR). Each entry also says which metric the arena
+ranks by (a key of :func:`seqzoo.tasks.metrics.token_accuracy`'s result) and its default sequence length.
+Built sources expose ``vocab_size`` and ``seq_len`` so the runner can size the model and its state.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from ..core.data import BatchSource
+from ..core.errors import SeqzooError, choice_error
+from ..tasks.synthetic import MQAR, SelectiveCopying
+from ..tasks.synthetic.induction_heads import InductionHeads
+
+
+@dataclass(frozen=True)
+class ArenaTask:
+    name: str
+    factory: Callable[..., BatchSource]  # factory(seq_len=..., seed=..., **options) -> BatchSource
+    default_seq_len: int
+    metric: str = "accuracy"
+    summary: str = ""
+
+    def options(self) -> list[str]:
+        return [p for p in inspect.signature(self.factory).parameters if p not in ("seq_len", "seed")]
+
+    def build(self, seq_len: int | None = None, seed: int = 0, **options) -> BatchSource:
+        unknown = [k for k in options if k not in self.options()]
+        if unknown:
+            raise SeqzooError(f"unknown option {unknown[0]!r} for arena task {self.name!r}; "
+                              f"valid: {', '.join(self.options()) or '(none)'}")
+        source = self.factory(seq_len=seq_len or self.default_seq_len, seed=seed, **options)
+        if getattr(source, "seq_len", None) is None or getattr(source, "vocab_size", None) is None:
+            raise SeqzooError(f"arena task {self.name!r} built a source without seq_len/vocab_size attributes")
+        return source
+
+
+_TASKS: dict[str, ArenaTask] = {}
+
+
+def register_task(task: ArenaTask) -> ArenaTask:
+    if task.name in _TASKS:
+        raise SeqzooError(f"arena task {task.name!r} is registered twice")
+    _TASKS[task.name] = task
+    return task
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> ArenaTask:
+    if name not in _TASKS:
+        raise choice_error("arena task", name, _TASKS)
+    return _TASKS[name]
+
+
+def _mqar(*, seq_len: int, seed: int, vocab_size: int = 64, num_kv_pairs: int = 4, power_a: float = 0.01):
+    return MQAR(vocab_size=vocab_size, seq_len=seq_len, num_kv_pairs=num_kv_pairs, power_a=power_a, seed=seed)
+
+
+def _selective_copying(*, seq_len: int, seed: int, vocab_size: int = 16, num_tokens: int = 4):
+    if seq_len <= num_tokens:
+        raise SeqzooError(f"selective_copying needs seq_len > num_tokens, got seq_len={seq_len}, "
+                          f"num_tokens={num_tokens}")
+    return SelectiveCopying(vocab_size=vocab_size, context_len=seq_len - num_tokens, num_tokens=num_tokens, seed=seed)
+
+
+def _induction_heads(*, seq_len: int, seed: int, vocab_size: int = 32):
+    return InductionHeads(vocab_size=vocab_size, seq_len=seq_len, seed=seed)
+
+
+register_task(ArenaTask("mqar", _mqar, 64, summary="multi-query associative recall (Zoology)"))
+register_task(ArenaTask("selective_copying", _selective_copying, 64, summary="selective copying (Mamba §3.1)"))
+register_task(ArenaTask("induction_heads", _induction_heads, 64, summary="copy the token after the earlier trigger"))
