@@ -88,7 +88,7 @@ def test_bad_inputs_give_one_line_and_exit_2(trained_run, tmp_path):
 
 def test_repro_list_and_unknown_id():
     listed = run_cli("repro", "--list")
-    assert listed.returncode == 0 and "deltanet" in listed.stdout
+    assert listed.returncode == 0 and "s4 " in listed.stdout and "aaren" in listed.stdout
     assert "unknown reproduction 'nope'; valid: " in error_line(run_cli("repro", "nope"))
 
 
