@@ -186,8 +186,8 @@ UNIFIED_VIEW: dict[str, MixingView] = {
     "spacetime": MixingView(
         "Toeplitz (companion-matrix state space)",
         "M_ts = K_{t−s} = cᵀ A^{t−s} b with A = shift + a e_Nᵀ (represents AR(p) exactly)",
-        "truncated generating function at roots of unity (O(N + T)), FFT convolution; closed-loop rollout",
-        "state of size N per head",
+        "kernel from the companion structure (AR recursion in the last column a), FFT convolution; closed-loop rollout",
+        "an N-state per channel (D·N per sequence)",
         "O(T log T + N T)",
         "O(T + N)"),
     "convs5": MixingView(
