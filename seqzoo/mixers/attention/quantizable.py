@@ -154,15 +154,8 @@ class QuantizableAttention(SoftmaxAttention):
         return torch.sigmoid(torch.einsum("bthd,hd->bth", heads, self.gate_weight) + self.gate_bias)
 
     def _mix(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        missing = [key for key in ("k", "v", "pos") if key not in state]
-        if missing:
-            raise SeqzooError(f"quantizable_attention state lacks {missing[0]!r}; expected keys: k, v, pos "
-                              f"(use init_state or the state returned by a previous call)")
         batch, length, _ = x.shape
-        q, k, v = self.project(x, state["pos"])
-        cache = None
-        if state["k"].shape[1] > 0:
-            cache = {"k": state["k"].to(x.dtype), "v": state["v"].to(x.dtype)}
+        q, k, v, cache = self.prepare(x, state)
         if self.softmax == "vanilla":
             o, new_cache = softmax_attention(q, k, v, cache=cache, window=self.window, impl=self.impl)
         else:

@@ -107,16 +107,22 @@ class SoftmaxAttention(Mixer):
         kept = seq_len if self.window is None else min(seq_len, self.window)
         return 2 * kept * self.n_kv_heads * self.head_dim + 1
 
-    def _mix(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def prepare(self, x: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor, dict | None]:
+        """Check the state, project ``x`` to rotated heads and return ``(q, k, v, cache)`` (cache None if empty);
+        shared by the attention variants that build on this mixer."""
         missing = [key for key in ("k", "v", "pos") if key not in state]
         if missing:
-            raise SeqzooError(f"attention state lacks {missing[0]!r}; expected keys: k, v, pos "
-                              f"(use init_state or the state returned by a previous call)")
-        batch, length, _ = x.shape
+            raise SeqzooError(f"{self.registry_name or 'attention'} state lacks {missing[0]!r}; expected keys: "
+                              f"k, v, pos (use init_state or the state returned by a previous call)")
         q, k, v = self.project(x, state["pos"])
         cache = None
         if state["k"].shape[1] > 0:
             cache = {"k": state["k"].to(x.dtype), "v": state["v"].to(x.dtype)}
+        return q, k, v, cache
+
+    def _mix(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        batch, length, _ = x.shape
+        q, k, v, cache = self.prepare(x, state)
         o, new_cache = softmax_attention(q, k, v, cache=cache, window=self.window, impl=self.impl)
         y = self.o_proj(o.reshape(batch, length, self.d_model).to(x.dtype))
         return y, {"k": new_cache["k"], "v": new_cache["v"], "pos": state["pos"] + length}

@@ -192,15 +192,8 @@ class SSAAttention(SoftmaxAttention):
         passes = 1 if (self.training or self.override == "subsample") else self.ensemble
         if passes == 0 or self.override == "dense":
             return super()._mix(x, state)  # dense attention, exactly the "attention" mixer
-        missing = [key for key in ("k", "v", "pos") if key not in state]
-        if missing:
-            raise SeqzooError(f"ssa_attention state lacks {missing[0]!r}; expected keys: k, v, pos "
-                              f"(use init_state or the state returned by a previous call)")
         batch, length, _ = x.shape
-        q, k, v = self.project(x, state["pos"])
-        cache = None
-        if state["k"].shape[1] > 0:
-            cache = {"k": state["k"].to(x.dtype), "v": state["v"].to(x.dtype)}
+        q, k, v, cache = self.prepare(x, state)
         o = None
         for _ in range(passes):
             o_pass, new_cache, info = subsampled_attention(q, k, v, fraction=self.fraction, sampling=self.sampling,
