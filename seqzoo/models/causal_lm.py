@@ -22,6 +22,20 @@ from .config import ModelConfig
 from .layers import build_ffn
 
 
+def masked_mean(per_token: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``per_token`` over the positions where ``mask`` is set (all positions when it is None)."""
+    if mask is None:
+        return per_token.mean()
+    mask = mask.to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def masked_token_loss(logits: Tensor, targets: Tensor, mask: Tensor | None) -> Tensor:
+    """Next-token cross-entropy (float32) averaged over the positions where ``mask`` is set."""
+    per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    return masked_mean(per_token.view(targets.shape), mask)
+
+
 class Block(nn.Module):
     """norm → mixer → residual; norm → FFN → residual."""
 
@@ -102,17 +116,10 @@ class CausalLM(nn.Module):
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean next-token cross-entropy (or MSE for continuous outputs) over positions where ``loss_mask`` is set."""
         logits, _ = self(batch["inputs"])
-        targets = batch["targets"]
-        mask = batch.get("loss_mask")
         if self.cfg.output_dim is None:
-            per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
-            per_token = per_token.view(targets.shape)
-        else:
-            per_token = (logits.float() - targets.float()).pow(2).mean(-1)
-        if mask is None:
-            return per_token.mean()
-        mask = mask.to(per_token.dtype)
-        return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+            return masked_token_loss(logits, batch["targets"], batch.get("loss_mask"))
+        per_token = (logits.float() - batch["targets"].float()).pow(2).mean(-1)
+        return masked_mean(per_token, batch.get("loss_mask"))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())

@@ -41,12 +41,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.errors import SeqzooError
 from ..mixers.ssm.mamba import Mamba
 from ..mixers.ssm.mambamixer import SelectiveChannelMixer
+from .causal_lm import masked_token_loss
 
 TOKEN_OPTIONS = ("d_state", "expand", "d_conv", "dt_rank", "impl", "chunk_size", "ssm_lr")
 CHANNEL_OPTIONS = ("d_state", "expand", "d_conv", "bidirectional", "impl", "chunk_size", "ssm_lr")
@@ -138,14 +138,7 @@ class MambaMixerLM(nn.Module):
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean next-token cross-entropy over the positions where ``loss_mask`` is set (all when absent)."""
         logits, _ = self(batch["inputs"])
-        targets = batch["targets"]
-        per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
-        per_token = per_token.view(targets.shape)
-        mask = batch.get("loss_mask")
-        if mask is None:
-            return per_token.mean()
-        mask = mask.to(per_token.dtype)
-        return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+        return masked_token_loss(logits, batch["targets"], batch.get("loss_mask"))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
