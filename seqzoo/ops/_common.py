@@ -138,6 +138,12 @@ def pad_time(x: Tensor, multiple: int, dim: int, value: float = 0.0) -> Tensor:
     return F.pad(x, pad, value=value)
 
 
+def no_autocast(x: Tensor):
+    """Context in which autocast is off on ``x``'s device: the ops compute in their accumulation dtype (float32 for
+    16-bit inputs) as Contract 1 says, instead of letting autocast drop their matmuls back to 16 bits."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def matmul_add_(acc: Tensor, a: Tensor, b: Tensor, scale: float = 1.0) -> Tensor:
     """``scale · (acc + a @ b)`` for batched matrices, computed in place in ``acc`` by one BLAS call.
 

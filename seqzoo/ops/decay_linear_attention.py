@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import MatrixOpInputs, causal_mask, matmul_add_, pad_time
+from ._common import MatrixOpInputs, causal_mask, matmul_add_, pad_time, no_autocast
 
 OP = "decay_linear_attention"
 
@@ -113,5 +113,6 @@ def decay_linear_attention(q: Tensor, k: Tensor, v: Tensor, g: Tensor, *, scale:
                        chunk_size=chunk_size, valid=tuple(_IMPLS), auto="chunk")
     if x.empty:
         return x.output(x.v), x.state
-    o, state = _IMPLS[x.impl](x.q, x.k, x.v, x.gates[0], x.state, x.scale, x.chunk_size)
+    with no_autocast(x.q):
+        o, state = _IMPLS[x.impl](x.q, x.k, x.v, x.gates[0], x.state, x.scale, x.chunk_size)
     return x.output(o), state

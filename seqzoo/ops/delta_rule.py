@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import MatrixOpInputs, matmul_add_, pad_time
+from ._common import MatrixOpInputs, matmul_add_, pad_time, no_autocast
 
 OP = "delta_rule"
 
@@ -56,9 +56,13 @@ def _unit_lower_solve(lower: Tensor, rhs: Tensor) -> Tensor:
     """X = (I + lower)⁻¹ rhs for strictly lower-triangular ``lower``.
 
     Solved in its transposed form Xᵀ (I + lower)ᵀ = rhsᵀ, which LAPACK answers about twice as fast on CPU and
-    which returns X row-major (the direct form returns it column-major, slowing every later use).
+    which returns X row-major (the direct form returns it column-major, slowing every later use). Always solved
+    in float32 or wider, outside autocast (CUDA has no bfloat16 triangular solve).
     """
-    return torch.linalg.solve_triangular(lower.mT, rhs.mT, upper=True, left=False, unitriangular=True).mT
+    dtype = torch.promote_types(torch.promote_types(lower.dtype, rhs.dtype), torch.float32)
+    with torch.autocast(lower.device.type, enabled=False):  # no bf16 triangular solve exists (and none is wanted)
+        return torch.linalg.solve_triangular(lower.to(dtype).mT, rhs.to(dtype).mT, upper=True, left=False,
+                                             unitriangular=True).mT
 
 
 def _chunk(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S: Tensor, scale: float, chunk_size: int):
@@ -110,5 +114,6 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float | 
                        chunk_size=chunk_size, valid=tuple(_IMPLS), auto="chunk")
     if x.empty:
         return x.output(x.v), x.state
-    o, state = _IMPLS[x.impl](x.q, x.k, x.v, x.gates[0], x.state, x.scale, x.chunk_size)
+    with no_autocast(x.q):
+        o, state = _IMPLS[x.impl](x.q, x.k, x.v, x.gates[0], x.state, x.scale, x.chunk_size)
     return x.output(o), state

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import MatrixOpInputs, causal_mask, matmul_add_, pad_time
+from ._common import MatrixOpInputs, causal_mask, matmul_add_, pad_time, no_autocast
 
 OP = "linear_attention"
 
@@ -84,5 +84,6 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = N
                        chunk_size=chunk_size, valid=tuple(_IMPLS), auto="chunk")
     if x.empty:
         return x.output(x.v), x.state
-    o, state = _IMPLS[x.impl](x.q, x.k, x.v, x.state, x.scale, x.chunk_size)
+    with no_autocast(x.q):
+        o, state = _IMPLS[x.impl](x.q, x.k, x.v, x.state, x.scale, x.chunk_size)
     return x.output(o), state

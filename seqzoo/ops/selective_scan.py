@@ -44,7 +44,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import acc_dtype, check_chunk_size, check_same_device, check_shape, check_tensor, fail, \
+from ._common import acc_dtype, check_chunk_size, check_same_device, check_shape, check_tensor, fail, no_autocast, \
     auto_for_length, resolve_impl, start_state
 
 OP = "selective_scan"
@@ -190,7 +190,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     if T == 0:
         return u.new_empty(batch, 0, Dm), x
     u_acc = u.to(dtype)
-    y, x = _IMPLS[impl](u_acc, delta.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype), x, chunk_size)
+    with no_autocast(u_acc):
+        y, x = _IMPLS[impl](u_acc, delta.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype), x, chunk_size)
     if D is not None:
         y = y + D.to(dtype) * u_acc
     return y.to(u.dtype), x

@@ -75,10 +75,15 @@ class Rotary(torch.nn.Module):
         super().__init__()
         rope_frequencies(dim, base, spacing=spacing)  # validate now
         self.dim, self.base, self.spacing = dim, float(base), spacing
+        self._freqs: dict[torch.device, Tensor] = {}
 
     def cos_sin(self, offset: Tensor, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        # the d/2 frequencies are recomputed per call in float64 (cheap; never cast by module.to(dtype))
-        freqs = rope_frequencies(self.dim, self.base, spacing=self.spacing, device=offset.device)
+        # the d/2 float64 frequencies are kept per device outside the module's buffers, so module.to(dtype) never
+        # casts them; the cache also keeps host-to-device copies out of CUDA-graph-captured decode steps
+        freqs = self._freqs.get(offset.device)
+        if freqs is None:
+            freqs = self._freqs[offset.device] = rope_frequencies(self.dim, self.base, spacing=self.spacing,
+                                                                  device=offset.device)
         return rope_cos_sin(rope_positions(offset, length), freqs, dtype)
 
     def forward(self, x: Tensor, offset: Tensor) -> Tensor:
