@@ -242,4 +242,4 @@ def test_bad_options_are_one_line_errors():
     with pytest.raises(SeqzooError, match="sample_index must be int64"):
         probsparse_attention(q, k, v, sample_index=torch.zeros(5, 2, dtype=torch.int64))
     with pytest.raises(SeqzooError, match="L_K ≥ L_Q"):
-        probsparse_attention(q, k[:, :3], v[:, :3])
+        probsparse_attention(q, k[:, :3], v[:, :3], masked=True)

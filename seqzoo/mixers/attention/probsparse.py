@@ -120,7 +120,8 @@ def probsparse_attention(q: Tensor, k: Tensor, v: Tensor, *, factor: float = 5.0
     """ProbSparse attention (see the module docstring for the equations).
 
     Args:
-        q: ``[B, L_Q, H, D]``; k: ``[B, L_K, H, D]``; v: ``[B, L_K, H, Dv]`` with ``L_K ≥ L_Q``. With ``masked`` the
+        q: ``[B, L_Q, H, D]``; k: ``[B, L_K, H, D]``; v: ``[B, L_K, H, Dv]`` (``L_K ≥ L_Q`` when ``masked``;
+            any ``L_K ≥ 1`` otherwise, e.g. Informer's cross-attention to the distilled encoder). With ``masked`` the
             queries are the last ``L_Q`` positions of the keys (earlier keys are a cache), so query i sits at
             position ``L_K − L_Q + i``.
         factor: the sampling factor c (> 0).
@@ -141,8 +142,9 @@ def probsparse_attention(q: Tensor, k: Tensor, v: Tensor, *, factor: float = 5.0
     if tuple(v.shape[:3]) != tuple(k.shape[:3]):
         raise fail(OP, f"v must have shape [B, L_K, H, Dv] with [B, L_K, H] = {list(k.shape[:3])}, "
                        f"got {list(v.shape)}")
-    if Lk < Lq:
-        raise fail(OP, f"need at least as many keys as queries (L_K ≥ L_Q), got L_K = {Lk}, L_Q = {Lq}")
+    if masked and Lk < Lq:
+        raise fail(OP, f"masked attention needs at least as many keys as queries (L_K ≥ L_Q), got L_K = {Lk}, "
+                       f"L_Q = {Lq}")
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
         raise fail(OP, f"factor must be a positive number, got {factor!r}")
     impl = resolve_impl(OP, impl, _IMPLS, "sparse")
