@@ -127,6 +127,16 @@ class SoftmaxAttention(Mixer):
         y = self.o_proj(o.reshape(batch, length, self.d_model).to(x.dtype))
         return y, {"k": new_cache["k"], "v": new_cache["v"], "pos": state["pos"] + length}
 
+    def forward_packed(self, x: Tensor, cu_seqlens: Tensor) -> Tensor:
+        """Packed variable-length input ``x [1, total, D]`` with boundaries ``cu_seqlens`` (ByteTransformer; see
+        :mod:`seqzoo.models.packing`): projections over the whole stream, attention within each sequence.
+        Returns None for subclasses that change the attention itself (they take the generic per-sequence path)."""
+        from ...models.packing import attention_forward_packed
+
+        if type(self)._mix is not SoftmaxAttention._mix:
+            return None
+        return attention_forward_packed(self, x, cu_seqlens)
+
     # -- pieces (also used by tests and by mixers that build on this one) -------------------------------------------
     def project(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Heads ``q [B,T,H,d]``, ``k, v [B,T,H_kv,d]`` with RoPE applied at positions ``pos[b] + t``."""
