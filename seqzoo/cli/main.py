@@ -1,4 +1,5 @@
-"""The ``seqzoo`` command line: ``list``, ``train``, ``generate``, ``info``, ``repro``, ``arena``, ``report``.
+"""The ``seqzoo`` command line: ``list``, ``train``, ``generate``, ``info``, ``repro``, ``arena``, ``report``,
+``forecast``.
 
 Bad input (unknown config key or mixer, wrong type, missing file, non-UTF-8 text, a corrupt checkpoint) prints
 one line ``seqzoo: error: ...`` on stderr and exits with code 2.
@@ -121,13 +122,30 @@ def _cmd_repro(args) -> int:
     entry = get_repro(args.paper_id)
     print(f"{entry.paper_id}: {entry.title}" + (f" (arXiv {entry.arxiv})" if entry.arxiv else ""))
     print(f"claim: {entry.claim}")
-    result = entry.run(args.quick)
+    result = entry.run(args.quick, **_repro_options(entry, args.set))
     print(result.render())
     if args.json:
         from pathlib import Path
 
         Path(args.json).write_text(result.to_json())
     return 0 if result.held or args.quick else 1
+
+
+def _repro_options(entry, pairs: list[str]) -> dict:
+    """``--set key=value`` pairs for a reproduction that takes keyword options (values stay strings)."""
+    import inspect
+
+    if not pairs:
+        return {}
+    valid = [p for p in inspect.signature(entry.run).parameters if p != "quick"]
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip() not in valid:
+            raise SeqzooError(f"bad option {pair!r} for reproduction {entry.paper_id}; valid keys: "
+                              f"{', '.join(valid) or '(none)'} (as --set key=value)")
+        options[key.strip()] = value
+    return options
 
 
 def _cmd_arena(args) -> int:
@@ -177,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--list", action="store_true", help="list the reproductions")
     repro.add_argument("--quick", action="store_true", help="a tiny smoke run (its checks are not expected to hold)")
     repro.add_argument("--json", help="also write the result as JSON to this path")
+    repro.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option of the reproduction, e.g. --set models=dlinear,rlinear (repeatable)")
     repro.set_defaults(fn=_cmd_repro)
 
     arena = sub.add_parser("arena", help="train a grid of mixers x tasks x sizes x learning rates (resumable)")
@@ -188,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("db", help="SQLite database written by seqzoo arena")
     report.add_argument("--out", default="arena_report.html", help="HTML file to write (default: %(default)s)")
     report.set_defaults(fn=_cmd_report)
+
+    from .forecast import add_forecast_parser
+
+    add_forecast_parser(sub)
 
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("checkpoint")
