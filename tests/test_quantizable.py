@@ -9,7 +9,8 @@ import seqzoo
 from seqzoo.core.errors import SeqzooError
 from seqzoo.mixers.attention.quantizable import clipped_softmax, clipped_softmax_attention
 from seqzoo.models import CausalLM, ModelConfig
-from seqzoo.models.quantization import ActivationQuantizer, OutlierProbe, fake_quantize, kurtosis, quant_params
+from seqzoo.models.quantization import (ActivationQuantizer, OutlierProbe, fake_quantize, fake_quantize_symmetric,
+                                        kurtosis, quant_params)
 from seqzoo.ops import softmax_attention
 
 D = 64
@@ -227,7 +228,8 @@ def test_outlier_probe_finds_a_planted_outlier_channel():
         out = model.blocks[0](model.embed(ids))[0]
         model(ids)
     layers = probe.per_layer()
-    assert set(layers) == {"blocks.0", "blocks.0.ffn", "blocks.1", "blocks.1.ffn"}
+    parts = ("", ".mixer_norm", ".mixer", ".ffn_norm", ".ffn")
+    assert set(layers) == {f"blocks.{i}{p}" for i in (0, 1) for p in parts} | {"norm"}
     rows = out.reshape(4, -1)
     assert layers["blocks.0"]["max_abs"] == pytest.approx(float(rows.abs().max()))
     base = probe.summary()
@@ -242,12 +244,64 @@ def test_outlier_probe_finds_a_planted_outlier_channel():
         OutlierProbe(model).summary()
 
 
+def test_symmetric_weight_quantisation():
+    w = torch.randn(40, 30, generator=torch.Generator().manual_seed(4))
+    w[0, 0] = -3.0 * w.abs().max()  # the largest magnitude is negative: the grid is still symmetric around 0
+    wq = fake_quantize_symmetric(w, 8)
+    scale = float(w.abs().max()) / 127
+    assert (wq - w).abs().max() <= scale / 2 + 1e-6
+    levels = torch.round(wq / scale)
+    assert torch.allclose(levels * scale, wq) and levels.min() >= -128 and levels.max() <= 127
+    assert wq[0, 0] == pytest.approx(-127 * scale)  # min-max range: the extreme value is on the grid
+    assert torch.equal(fake_quantize_symmetric(torch.zeros(3), 8), torch.zeros(3))
+    assert torch.unique(fake_quantize_symmetric(w, 3)).numel() <= 8
+
+
+def test_running_min_max_ranges_and_linear_outputs():
+    model = tiny_lm()
+    gen = torch.Generator().manual_seed(5)
+    batches = [torch.randint(0, 50, (2, 10), generator=gen) for _ in range(3)]
+    seen = []
+    hook = model.blocks[0].ffn.register_forward_hook(lambda m, a, out: seen.append((float(out.min()), float(out.max()))))
+    quant = ActivationQuantizer(model, momentum=0.9, linear_outputs=True)
+    ranges = quant.calibrate(batches)
+    hook.remove()
+    lo, hi = seen[0]
+    for b_lo, b_hi in seen[1:]:  # lo <- 0.9 lo + 0.1 min(x), hi likewise
+        lo, hi = 0.9 * lo + 0.1 * b_lo, 0.9 * hi + 0.1 * b_hi
+    assert ranges["blocks.0.ffn.w_down:out"] == pytest.approx((lo, hi))
+    assert ranges["blocks.0.ffn.w_down:out"] != pytest.approx((min(s[0] for s in seen), max(s[1] for s in seen)))
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert {f"{n}:out" for n in linears} <= set(ranges)
+    with pytest.raises(SeqzooError, match="momentum"):
+        ActivationQuantizer(model, momentum=1.0)
+
+
+def test_repro_model_and_data_follow_the_paper_setup():
+    from seqzoo.repro.quantizable import BOS, QUICK, build_model, load_data
+
+    model = build_model("gated", QUICK)
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm))]
+    assert norms and all(isinstance(m, torch.nn.LayerNorm) for m in norms)  # LayerNorm with a bias everywhere
+    assert all(m.bias is not None for m in norms) and model.blocks[0].mixer.q_proj.bias is not None
+    assert model.blocks[0].mixer.gate and model.blocks[0].mixer.softmax == "vanilla"
+    from seqzoo.train import param_groups
+    decayed = {id(p) for g in param_groups(model, lr=1e-3, weight_decay=0.1) if g["weight_decay"] > 0 for p in g["params"]}
+    assert all(id(m.weight) in decayed and id(m.bias) not in decayed for m in norms)  # the paper's wd on LN gamma
+    data = load_data(QUICK)
+    batch = data.get_batch("train", 7, 3)
+    assert batch["inputs"].shape == batch["targets"].shape == (3, QUICK.seq_len)
+    assert (batch["inputs"][:, 0] == BOS).all() and (batch["inputs"][:, 1:] != BOS).all()
+    assert torch.equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])  # targets are the next bytes
+
+
 def test_repro_quick_runs():
     from seqzoo.repro import get_repro
 
     result = get_repro("quantizable").run(True)
-    assert len(result.checks) == 8
+    assert len(result.checks) == 9
     stats = result.details["stats"]
     assert set(stats) == {"vanilla", "clipped", "gated"}
     for s in stats.values():
-        assert math.isfinite(s["fp_loss"]) and math.isfinite(s["int8_loss"]) and s["max_inf_norm"] > 0
+        assert math.isfinite(s["fp_loss"]) and math.isfinite(s["w8a8_loss"]) and s["max_inf_norm"] > 0
+    assert [p["step"] for p in stats["vanilla"]["curve"]] == [2, 4]

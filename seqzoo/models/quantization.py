@@ -5,8 +5,10 @@ Used to measure the claim of "Quantizable Transformers: Removing Outliers by Hel
 that break per-tensor INT8 quantisation. Nothing here changes a model's weights; everything works through forward
 hooks that are removed again when the context ends.
 
-**Outlier probe** (:class:`OutlierProbe`). For every residual-stream point (the output of each
-:class:`~seqzoo.models.Block`) and every FFN output it records, over the batches seen:
+**Outlier probe** (:class:`OutlierProbe`). At the points the paper's evaluation scripts probe -- every
+residual-stream point (the output of each :class:`~seqzoo.models.Block`), every FFN output, every attention (mixer)
+output, the outputs of the normalisation layers in front of the mixer and the FFN, and the final norm -- it
+records, over the batches seen:
 
 * the ∞-norm ``max |a|`` of each sequence's activations (``a`` flattened over time and channels), its mean over
   sequences and its maximum;
@@ -16,16 +18,20 @@ hooks that are removed again when the context ends.
 
   This is how the paper's evaluation scripts measure kurtosis and ∞-norms (per sequence, then averaged).
 
-**Fake quantisation** (:class:`ActivationQuantizer`): per-tensor asymmetric uniform quantisation with a static
-min-max range estimated on calibration batches. With ``b`` bits, range ``[lo, hi]`` widened to contain 0::
+**Fake quantisation** (:class:`ActivationQuantizer`): per-tensor asymmetric uniform quantisation of activations
+with a static range estimated on calibration batches -- the min and max over all of them, or (``momentum=m``, the
+paper's setting m = 0.9 over 16 batches) a running min-max ``lo ← m·lo + (1 − m)·min(x)`` (same for ``hi``).
+With ``b`` bits, range ``[lo, hi]`` widened to contain 0::
 
       s = (hi − lo) / (2^b − 1),   z = round(−lo / s),
       q(x) = clamp(round(x / s) + z, 0, 2^b − 1),   x̂ = (q(x) − z) · s
 
 so 0 is exactly representable, values on the grid ``(i − z) · s`` are unchanged, and any ``x`` in ``[lo, hi]`` is
 moved by at most ``s / 2``. Quantised points: the input of every ``nn.Linear`` (attention projections, FFN
-layers, the output head unless skipped) and the residual stream (embedding output and every block output).
-Weights can be fake-quantised too (``weight_bits``), per tensor with the same min-max rule.
+layers, the output head unless skipped), optionally its output (``linear_outputs``; the paper quantises both), and
+the residual stream (embedding output and every block output). Weights can be fake-quantised too
+(``weight_bits``), per tensor and symmetric as in the paper: ``s = max|W| / (2^(b−1) − 1)``,
+``Ŵ = clamp(round(W / s), −2^(b−1), 2^(b−1) − 1) · s``.
 """
 
 from __future__ import annotations
@@ -69,6 +75,15 @@ def quant_params(lo: float, hi: float, bits: int = 8) -> tuple[float, int]:
     return scale, zero
 
 
+def fake_quantize_symmetric(w: Tensor, bits: int = 8) -> Tensor:
+    """Symmetric per-tensor ``bits``-bit fake quantisation with ``s = max|w| / (2^(bits−1) − 1)`` (same dtype)."""
+    top = 2 ** (_check_bits(bits) - 1) - 1
+    scale = float(w.abs().max()) / top
+    if scale <= 0.0:
+        return w.clone()
+    return (torch.clamp(torch.round(w / scale), -top - 1, top) * scale).to(w.dtype)
+
+
 def fake_quantize(x: Tensor, lo: float, hi: float, bits: int = 8) -> Tensor:
     """Quantise ``x`` to ``bits``-bit integers on the asymmetric grid of ``[lo, hi]`` and map it back (same dtype)."""
     scale, zero = quant_params(lo, hi, bits)
@@ -99,10 +114,13 @@ def residual_points(model: nn.Module) -> dict[str, nn.Module]:
 
 
 class OutlierProbe(contextlib.AbstractContextManager):
-    """Record ∞-norms and kurtosis of the residual stream (block outputs) and the FFN outputs of a model.
+    """Record ∞-norms and kurtosis of the residual stream (block outputs), the FFN and mixer outputs and the
+    normalisation-layer outputs of a model.
 
     ``with OutlierProbe(model) as probe: model(inputs)`` (any number of forward calls), then
-    :meth:`summary`. Names are ``"<block>"`` for a block's output and ``"<block>.ffn"`` for its FFN output.
+    :meth:`summary`. Names are ``"<block>"`` for a block's output, ``"<block>.ffn"`` / ``"<block>.mixer"`` for
+    its FFN / mixer output, ``"<block>.ffn_norm"`` / ``"<block>.mixer_norm"`` for its norms and ``"norm"`` for a
+    final norm of the model.
     """
 
     def __init__(self, model: nn.Module):
@@ -110,8 +128,11 @@ class OutlierProbe(contextlib.AbstractContextManager):
         for name, module in model.named_modules():
             if isinstance(module, Block):
                 self.points[name] = module
-                if module.ffn is not None:
-                    self.points[f"{name}.ffn"] = module.ffn
+                for part in ("mixer_norm", "mixer", "ffn_norm", "ffn"):
+                    if getattr(module, part, None) is not None:
+                        self.points[f"{name}.{part}"] = getattr(module, part)
+        if self.points and isinstance(getattr(model, "norm", None), nn.Module):
+            self.points["norm"] = model.norm
         if not self.points:
             raise SeqzooError(f"{type(model).__name__} has no seqzoo Block to probe; give a CausalLM-like model")
         self.stats: dict[str, dict[str, float]] = {}
@@ -150,13 +171,14 @@ class OutlierProbe(contextlib.AbstractContextManager):
         return out
 
     def summary(self) -> dict[str, float]:
-        """Aggregates over layers: the largest mean ∞-norm of the FFN outputs and of the residual stream, the
-        largest |activation| seen, and the average and maximum kurtosis."""
+        """Aggregates over all probed points (the paper's Table 2 metrics): the largest mean ∞-norm (overall, of
+        the FFN outputs, of the residual stream), the largest |activation| seen, and the average and maximum
+        kurtosis."""
         layers = self.per_layer()
         if not layers:
             raise SeqzooError("OutlierProbe saw no forward pass; run the model inside the `with` block")
         ffn = [v for k, v in layers.items() if k.endswith(".ffn")]
-        res = [v for k, v in layers.items() if not k.endswith(".ffn")]
+        res = [v for k, v in layers.items() if isinstance(self.points.get(k), Block)]
         kurt = [v["kurtosis"] for v in layers.values()]
         return {"max_inf_norm": max(v["inf_norm"] for v in layers.values()),
                 "max_ffn_inf_norm": max((v["inf_norm"] for v in ffn), default=0.0),
@@ -175,16 +197,24 @@ class ActivationQuantizer:
         with quant.enabled():
             loss = model.loss(batch)                   # every quantised point now goes through fake_quantize
 
-    Points: the input of every ``nn.Linear`` (named ``"<linear>:in"``) and the output of every embedding and
-    :class:`Block` (the residual stream, ``"<module>:out"``). ``skip`` holds module names left in full precision
-    (e.g. ``("head",)`` for an FP32 output head). ``weight_bits`` also fake-quantises every ``nn.Linear`` weight,
-    per tensor, while enabled (the weights are restored on exit).
+    Points: the input of every ``nn.Linear`` (named ``"<linear>:in"``), with ``linear_outputs`` also its output
+    (``"<linear>:out"``), and the output of every embedding and :class:`Block` (the residual stream,
+    ``"<module>:out"``). ``skip`` holds module names left in full precision (e.g. ``("head",)`` for an FP32 output
+    head). ``weight_bits`` also fake-quantises every ``nn.Linear`` weight, per tensor and symmetric, while enabled
+    (the weights are restored on exit). ``momentum`` None keeps the min and max over all calibration batches; a
+    value in [0, 1) uses the running min-max estimator with that momentum.
     """
 
-    def __init__(self, model: nn.Module, bits: int = 8, *, skip: Iterable[str] = (), weight_bits: int | None = None):
+    def __init__(self, model: nn.Module, bits: int = 8, *, skip: Iterable[str] = (), weight_bits: int | None = None,
+                 linear_outputs: bool = False, momentum: float | None = None):
         self.model = model
         self.bits = _check_bits(bits)
         self.weight_bits = None if weight_bits is None else _check_bits(weight_bits)
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, (int, float))
+                                     or not 0.0 <= momentum < 1.0):
+            raise SeqzooError(f"momentum must be None (global min-max) or a number in [0, 1), got {momentum!r}")
+        self.momentum = momentum
+        self.linear_outputs = bool(linear_outputs)
         skip = set(skip)
         self.linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in skip}
         self.outputs = {n: m for n, m in residual_points(model).items() if n not in skip}
@@ -197,6 +227,10 @@ class ActivationQuantizer:
             def pre(module, args, _name=f"{name}:in"):
                 return (act(_name, args[0]),) + tuple(args[1:])
             handles.append(lin.register_forward_pre_hook(pre))
+            if self.linear_outputs:
+                def lin_out(module, args, out, _name=f"{name}:out"):
+                    return act(_name, out)
+                handles.append(lin.register_forward_hook(lin_out))
         for name, module in self.outputs.items():
             def post(module, args, out, _name=f"{name}:out"):
                 return _replace_first(out, act(_name, _first_tensor(out)))
@@ -205,13 +239,20 @@ class ActivationQuantizer:
 
     @torch.no_grad()
     def calibrate(self, inputs: Iterable[Tensor]) -> dict[str, tuple[float, float]]:
-        """Run the model (eval mode) on each input batch and keep the min and max seen at every point."""
+        """Run the model (eval mode) on each input batch and estimate the range of every point: the min and max
+        over all batches, or their running (exponential moving) average with ``momentum``."""
         ranges: dict[str, tuple[float, float]] = {}
+        m = self.momentum
 
         def observe(name: str, x: Tensor) -> Tensor:
             lo, hi = float(x.min()), float(x.max())
             old = ranges.get(name)
-            ranges[name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+            if old is None:
+                ranges[name] = (lo, hi)
+            elif m is None:
+                ranges[name] = (min(old[0], lo), max(old[1], hi))
+            else:
+                ranges[name] = (m * old[0] + (1.0 - m) * lo, m * old[1] + (1.0 - m) * hi)
             return x
 
         was_training = self.model.training
@@ -250,7 +291,7 @@ class ActivationQuantizer:
                         w = lin.weight
                         if id(w) not in saved:
                             saved[id(w)] = (w, w.detach().clone())
-                            w.copy_(fake_quantize(w, float(w.min()), float(w.max()), self.weight_bits))
+                            w.copy_(fake_quantize_symmetric(w, self.weight_bits))
             yield self
         finally:
             for h in handles:
@@ -260,4 +301,4 @@ class ActivationQuantizer:
                     w.copy_(original)
 
 
-__all__ = ["kurtosis", "quant_params", "fake_quantize", "OutlierProbe", "ActivationQuantizer", "residual_points"]
+__all__ = ["kurtosis", "quant_params", "fake_quantize", "fake_quantize_symmetric", "OutlierProbe", "ActivationQuantizer", "residual_points"]
