@@ -2,7 +2,7 @@
 
     h_0 = Embed(x)                                  (or a linear input adapter for continuous inputs)
     h_l = h_{l-1} + Mixer_l(RMSNorm(h_{l-1}))        (pre-norm residual; each layer may use a different mixer)
-    h_l = h_l + FFN_l(RMSNorm(h_l))                  (GLU or MLP)
+    h_l = h_l + FFN_l(RMSNorm(h_l))                  (GLU, MLP or a sparse mixture of experts)
     logits = RMSNorm(h_L) Eᵀ                         (tied embeddings, or an untied/continuous head)
 
 RMSNorm: Zhang & Sennrich 2019, arXiv 1910.07467. The model state is the list of its layers' mixer states, so
@@ -20,6 +20,7 @@ from ..core.errors import SeqzooError
 from ..core.registry import build_mixer
 from .config import ModelConfig
 from .layers import build_ffn
+from .moe import moe_aux_loss
 
 
 def masked_mean(per_token: Tensor, mask: Tensor | None) -> Tensor:
@@ -43,7 +44,7 @@ class Block(nn.Module):
         super().__init__()
         self.mixer_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mixer = build_mixer(mixer_name, cfg.d_model, **cfg.mixer_options.get(mixer_name, {}))
-        self.ffn = build_ffn(cfg.ffn, cfg.d_model, cfg.ffn_hidden)
+        self.ffn = build_ffn(cfg.ffn, cfg.d_model, cfg.ffn_hidden, **cfg.ffn_options())
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps) if self.ffn is not None else None
 
     def forward(self, x: Tensor, state=None):
@@ -84,9 +85,10 @@ class CausalLM(nn.Module):
                         nn.init.normal_(lin.weight, std=std)
                         if lin.bias is not None:
                             nn.init.zeros_(lin.bias)
-                # GPT-2 style: scale the residual output projection by 1/sqrt(2·n_layers)
-                last = [m for m in block.ffn.modules() if isinstance(m, nn.Linear)][-1]
-                last.weight.data.mul_((2 * self.cfg.n_layers) ** -0.5)
+                # GPT-2 style: scale the residual output projection(s) by 1/sqrt(2·n_layers)
+                for name, lin in block.ffn.named_modules():
+                    if name.endswith("w_down"):
+                        lin.weight.data.mul_((2 * self.cfg.n_layers) ** -0.5)
 
     @property
     def continuous(self) -> bool:
@@ -114,12 +116,16 @@ class CausalLM(nn.Module):
         return self.head(self.norm(x)), new_state
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Mean next-token cross-entropy (or MSE for continuous outputs) over positions where ``loss_mask`` is set."""
+        """Mean next-token cross-entropy (or MSE for continuous outputs) over positions where ``loss_mask`` is set;
+        in training mode, plus the load-balancing losses of mixture-of-experts FFNs (already α-weighted)."""
         logits, _ = self(batch["inputs"])
         if self.cfg.output_dim is None:
-            return masked_token_loss(logits, batch["targets"], batch.get("loss_mask"))
-        per_token = (logits.float() - batch["targets"].float()).pow(2).mean(-1)
-        return masked_mean(per_token, batch.get("loss_mask"))
+            loss = masked_token_loss(logits, batch["targets"], batch.get("loss_mask"))
+        else:
+            per_token = (logits.float() - batch["targets"].float()).pow(2).mean(-1)
+            loss = masked_mean(per_token, batch.get("loss_mask"))
+        aux = moe_aux_loss(self) if self.training else None
+        return loss if aux is None else loss + aux
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())

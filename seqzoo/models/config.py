@@ -24,8 +24,15 @@ class ModelConfig:
     n_layers: int = 4
     mixer: str | list[str] = "attention"
     mixer_options: dict = field(default_factory=dict)
-    ffn: Literal["glu", "mlp", "none"] = "glu"
+    ffn: Literal["glu", "mlp", "moe", "none"] = "glu"
     ffn_hidden: int | None = None  # default: 8/3·d_model rounded to 8 for GLU, 4·d_model for MLP
+    # sparse mixture-of-experts FFN (ffn = "moe"; seqzoo/models/moe.py): routed experts, experts per token, a
+    # sigmoid-gated shared expert, the load-balancing loss weight α and the capacity factor (None = no limit)
+    moe_experts: int = 8
+    moe_top_k: int = 2
+    moe_shared_expert: bool = True
+    moe_aux_weight: float = 0.02
+    moe_capacity_factor: float | None = None
     tie_embeddings: bool = True
     input_dim: int | None = None
     output_dim: int | None = None
@@ -38,10 +45,25 @@ class ModelConfig:
             raise SeqzooError(f"model.mixer pattern of length {len(pattern)} must divide n_layers={self.n_layers}")
         return [pattern[i % len(pattern)] for i in range(self.n_layers)]
 
+    def ffn_options(self) -> dict:
+        """Keyword options for :func:`~seqzoo.models.layers.build_ffn` (only the MoE FFN takes any)."""
+        if self.ffn != "moe":
+            return {}
+        return {"n_experts": self.moe_experts, "top_k": self.moe_top_k, "shared_expert": self.moe_shared_expert,
+                "aux_weight": self.moe_aux_weight, "capacity_factor": self.moe_capacity_factor}
+
     def validate(self) -> None:
         for key in ("vocab_size", "d_model", "n_layers"):
             if getattr(self, key) <= 0:
                 raise SeqzooError(f"model.{key} must be positive, got {getattr(self, key)}")
+        if self.ffn == "moe":
+            if self.moe_experts <= 0 or not 1 <= self.moe_top_k <= self.moe_experts:
+                raise SeqzooError(f"model.moe_top_k={self.moe_top_k} must lie in 1 … moe_experts "
+                                  f"(moe_experts={self.moe_experts} must be positive)")
+            if self.moe_aux_weight < 0:
+                raise SeqzooError(f"model.moe_aux_weight must be non-negative, got {self.moe_aux_weight}")
+            if self.moe_capacity_factor is not None and self.moe_capacity_factor <= 0:
+                raise SeqzooError(f"model.moe_capacity_factor must be positive or None, got {self.moe_capacity_factor}")
         valid = list_mixers()
         for name in self.layer_mixers():
             if name not in valid:

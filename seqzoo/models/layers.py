@@ -2,6 +2,7 @@
 
 - GLU FFN (Shazeer 2020, "GLU Variants Improve Transformer", arXiv 2002.05202): FFN(x) = W_2 (SiLU(x W_1) ⊙ x W_3).
 - MLP FFN (Vaswani et al. 2017): FFN(x) = W_2 GELU(x W_1).
+- Sparse mixture of experts (``"moe"``): :class:`seqzoo.models.moe.SparseMoE` (Time-MoE, arXiv 2409.16040).
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ class MLPFeedForward(nn.Module):
         return self.w_down(F.gelu(self.w_up(x)))
 
 
-def build_ffn(kind: str, d_model: int, hidden: int | None) -> nn.Module | None:
+def build_ffn(kind: str, d_model: int, hidden: int | None, **options) -> nn.Module | None:
+    """The FFN of a block: ``"glu"``, ``"mlp"``, ``"moe"`` (``options`` go to SparseMoE) or None for ``"none"``."""
+    if kind == "moe":
+        from .moe import SparseMoE
+
+        return SparseMoE(d_model, hidden, **options)
     if kind == "glu":
         return GLUFeedForward(d_model, hidden)
     if kind == "mlp":
