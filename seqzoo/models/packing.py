@@ -58,7 +58,9 @@ def mix_packed(mixer, x: Tensor, cu_seqlens: Tensor) -> Tensor:
         if y is not None:  # None: this mixer has no packed path of its own
             return y
     segments = check_cu_seqlens(cu_seqlens, x.shape[1])
-    return torch.cat([mixer(x[:, a:b])[0] for a, b in segments], dim=1)
+    # torch.split (not slicing) so that the backward pass is one concatenation, not one full-size zero tensor
+    # per sequence
+    return torch.cat([mixer(part)[0] for part in torch.split(x, [b - a for a, b in segments], dim=1)], dim=1)
 
 
 def packed_forward(model: CausalLM, tokens: Tensor, cu_seqlens: Tensor) -> Tensor:
@@ -94,8 +96,9 @@ def attention_forward_packed(mixer, x: Tensor, cu_seqlens: Tensor) -> Tensor:
     positions = torch.arange(x.shape[1], device=x.device) - torch.repeat_interleave(starts, lengths)
     zero = torch.zeros(1, dtype=torch.int64, device=x.device)
     q, k, v = mixer.project(x, zero) if mixer.rotary is None else _project_at(mixer, x, positions)
-    outs = [softmax_attention(q[:, a:b], k[:, a:b], v[:, a:b], window=mixer.window, impl=mixer.impl)[0]
-            for a, b in segments]
+    sizes = [b - a for a, b in segments]
+    outs = [softmax_attention(qs, ks, vs, window=mixer.window, impl=mixer.impl)[0]
+            for qs, ks, vs in zip(*(torch.split(t, sizes, dim=1) for t in (q, k, v)))]
     o = torch.cat(outs, dim=1)
     return mixer.o_proj(o.reshape(1, x.shape[1], mixer.d_model).to(x.dtype))
 
