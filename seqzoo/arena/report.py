@@ -2,7 +2,8 @@
 
 The page has a leaderboard (best over learning rates for each task, length, mixer and width), a compact
 mixer × task summary, plots of accuracy against state size per task (the Zoology recall-vs-memory picture) and,
-when a task was run at several lengths, accuracy against sequence length, and the provenance of the runs
+when a task was run at several lengths, accuracy against sequence length, for in-context regression runs the error
+against the number of in-context examples beside OLS and ridge, and the provenance of the runs
 (hardware, torch version, git revision). Plots are PNGs embedded as base64, so the page is one self-contained file.
 """
 
@@ -70,6 +71,35 @@ def _plots(best: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
+def _icl_plots(runs: list[dict]) -> list[tuple[str, str]]:
+    """ICL error vs number of in-context examples: per task and length, the best run (highest score) of each
+    mixer beside the OLS and ridge curves measured on the same prompts (runs whose metrics have ``error_by_k``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [r for r in runs if isinstance(r.get("metrics"), dict) and "error_by_k" in r["metrics"]]
+    out = []
+    for task, seq_len in sorted({(r["task"], r["seq_len"]) for r in curves}):
+        rows = [r for r in curves if (r["task"], r["seq_len"]) == (task, seq_len)]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for mixer in sorted({r["mixer"] for r in rows}):
+            best = max((r for r in rows if r["mixer"] == mixer), key=lambda r: r["accuracy"] or float("-inf"))
+            ax.plot(best["metrics"]["error_by_k"], marker="o", label=mixer)
+        reference = rows[0]["metrics"]
+        for key, style in (("ols_by_k", "k--"), ("ridge_by_k", "k:")):
+            if key in reference:
+                ax.plot(reference[key], style, label=key.split("_")[0])
+        ax.set_xlabel("in-context examples k")
+        ax.set_ylabel("normalised squared error")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{task}, T={seq_len}: error vs number of examples")
+        ax.legend(fontsize=7, ncol=2)
+        out.append((f"{task}: ICL error vs number of examples", _png(fig)))
+    return out
+
+
 def _table(headers: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -97,7 +127,8 @@ def render_html(runs: list[dict], title: str = "seqzoo arena") -> str:
         [hw, tv, gr, sum(1 for r in runs if (r["hardware"], r["torch_version"], r["git_revision"]) == (hw, tv, gr))]
         for hw, tv, gr in sorted({(r["hardware"], r["torch_version"], r["git_revision"]) for r in runs})])
     images = "\n".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b64}">'
-                       f"<figcaption>{html.escape(t)}</figcaption></figure>" for t, b64 in _plots(best))
+                       f"<figcaption>{html.escape(t)}</figcaption></figure>"
+                       for t, b64 in _plots(best) + _icl_plots(runs))
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:1.5em}}

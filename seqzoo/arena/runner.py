@@ -153,7 +153,8 @@ def run_one(config: dict) -> dict:
     source = task.build(config["seq_len"], config["seed"], **config["task_options"])
     model_cfg = ModelConfig(vocab_size=source.vocab_size, d_model=config["d_model"], n_layers=config["n_layers"],
                             mixer=config["mixer"], mixer_options={config["mixer"]: config["mixer_options"]}
-                            if config["mixer_options"] else {})
+                            if config["mixer_options"] else {}, input_dim=getattr(source, "input_dim", None),
+                            output_dim=getattr(source, "output_dim", None))  # continuous tasks (ICL regression)
     model_cfg.validate()
     wall, cpu = time.perf_counter(), time.process_time()
     _, metrics = train_on_task(model_cfg, source, steps=config["steps"], batch_size=config["batch_size"],

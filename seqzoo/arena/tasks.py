@@ -14,6 +14,7 @@ from typing import Callable
 
 from ..core.data import BatchSource
 from ..core.errors import SeqzooError, choice_error
+from ..tasks.icl.regression import ICLRegression
 from ..tasks.synthetic import MQAR, SelectiveCopying
 from ..tasks.synthetic.induction_heads import InductionHeads
 
@@ -75,6 +76,14 @@ def _induction_heads(*, seq_len: int, seed: int, vocab_size: int = 32):
     return InductionHeads(vocab_size=vocab_size, seq_len=seq_len, seed=seed)
 
 
+def _icl_regression(*, seq_len: int, seed: int, d: int = 5, function: str = "linear", noise_std: float = 0.0):
+    if seq_len < 2 or seq_len % 2:
+        raise SeqzooError(f"icl_regression needs an even seq_len >= 2 (x, y token pairs), got {seq_len}")
+    return ICLRegression(d=d, n_points=seq_len // 2, function=function, noise_std=noise_std, seed=seed)
+
+
 register_task(ArenaTask("mqar", _mqar, 64, summary="multi-query associative recall (Zoology)"))
 register_task(ArenaTask("selective_copying", _selective_copying, 64, summary="selective copying (Mamba §3.1)"))
 register_task(ArenaTask("induction_heads", _induction_heads, 64, summary="copy the token after the earlier trigger"))
+register_task(ArenaTask("icl_regression", _icl_regression, 22, metric="r2",
+                        summary="in-context regression (Garg et al.); score r2 = 1 − normalised squared error"))

@@ -29,7 +29,9 @@ def train_on_task(model_cfg: ModelConfig, task: BatchSource, *, steps: int, batc
     with tempfile.TemporaryDirectory(prefix="seqzoo-repro-") as out_dir:
         Trainer(model, task, cfg, out_dir).fit()
     seconds = time.perf_counter() - start
-    metrics = token_accuracy(model, task, split="val", batches=eval_batches, batch_size=batch_size)
+    evaluate = getattr(task, "evaluate_model", None)  # a task with its own metrics (continuous ICL regression)
+    metrics = (evaluate(model, batches=eval_batches, batch_size=batch_size) if evaluate is not None
+               else token_accuracy(model, task, split="val", batches=eval_batches, batch_size=batch_size))
     seq_len = getattr(task, "seq_len", 64)
     metrics.update(parameters=model.num_parameters(), state_size=model.state_size(seq_len), train_seconds=seconds)
     return model, metrics
