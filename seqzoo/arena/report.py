@@ -145,8 +145,22 @@ rates (mean over seeds). State size is the number of values a model keeps per se
 {images}
 <h2>Provenance</h2>
 {provenance}
+{_SELF_CHECK}
 </body></html>
 """
+
+
+# After loading, the page records on <body> how many of its images decoded and how many tables and rows it has,
+# so a headless browser's DOM dump shows whether it rendered (tests/test_report_render.py).
+_SELF_CHECK = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  document.body.dataset.images = imgs.length;
+  document.body.dataset.imagesDecoded = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.dataset.tables = document.querySelectorAll('table').length;
+  document.body.dataset.tableRows = document.querySelectorAll('table tr').length;
+});
+</script>"""
 
 
 def write_report(db_path: str | Path, out_path: str | Path) -> Path:

@@ -159,6 +159,10 @@ def _cmd_arena(args) -> int:
               f"{counts['total']} in the grid" + (" (stopped by max_seconds)" if counts["stopped"] else ""))
         print(format_leaderboard(best_over_lr(db.runs())))
     print(f"database: {db_path}")
+    if args.report:
+        from ..arena.report import write_report
+
+        print(f"report: {write_report(db_path, args.report)}")
     return 0
 
 
@@ -202,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     arena = sub.add_parser("arena", help="train a grid of mixers x tasks x sizes x learning rates (resumable)")
     arena.add_argument("config", help="arena TOML config (see configs/arena_quick.toml)")
     arena.add_argument("--db", help="SQLite database of runs (default: the config's arena.db)")
+    arena.add_argument("--report", metavar="HTML", help="also write the HTML report of the database to this file")
     arena.set_defaults(fn=_cmd_arena)
 
     report = sub.add_parser("report", help="render an arena database as a static HTML page")
