@@ -49,3 +49,20 @@ def patchify(x: Tensor, patch_len: int, stride: int) -> Tensor:
 
 
 __all__ = ["instance_normalize", "instance_denormalize", "num_patches", "check_patching", "patchify"]
+
+
+def forecast_channel_independent(x: Tensor, pred_len: int, generate, instance_norm: bool) -> Tensor:
+    """Channel-independent forecasting shared by the point-wise foundation models (Time-MoE, GPHT): every variate
+    of ``x [B, L, C]`` becomes one univariate series, optionally standardised over its lookback (statistics kept
+    in the graph), ``generate(series [B·C, L], pred_len) -> [B·C, pred_len]`` forecasts it, and the result is
+    mapped back to ``[B, pred_len, C]`` in the original scale."""
+    batch, length, n_vars = x.shape
+    series = x.permute(0, 2, 1).reshape(batch * n_vars, length)
+    if instance_norm:
+        mean = series.mean(1, keepdim=True)
+        std = series.var(1, keepdim=True, unbiased=False).add(1e-5).sqrt()
+        series = (series - mean) / std
+    y = generate(series, pred_len)
+    if instance_norm:
+        y = y * std + mean
+    return y.reshape(batch, n_vars, pred_len).permute(0, 2, 1)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from ...core.errors import SeqzooError
 from ..causal_lm import Block
 from ..config import ModelConfig
+from ._instance_norm import forecast_channel_independent
 from .base import Forecaster, register_forecaster
 
 PAPER = "Generative Pretrained Hierarchical Transformer for Time Series Forecasting"
@@ -199,16 +200,7 @@ class GPHT(Forecaster):
 
     # -- forecaster contract ------------------------------------------------------------------------------------------
     def forecast(self, x: Tensor, x_mark: Tensor | None, y_mark: Tensor | None) -> Tensor:
-        batch, length, n_vars = x.shape
-        series = x.permute(0, 2, 1).reshape(batch * n_vars, length)
-        if self.instance_norm:
-            mean = series.mean(1, keepdim=True)
-            std = series.var(1, keepdim=True, unbiased=False).add(1e-5).sqrt()
-            series = (series - mean) / std
-        y = self.generate(series, self.pred_len)
-        if self.instance_norm:
-            y = y * std + mean
-        return y.reshape(batch, n_vars, self.pred_len).permute(0, 2, 1)
+        return forecast_channel_independent(x, self.pred_len, self.generate, self.instance_norm)
 
 
 __all__ = ["GPHT", "GPHTStage", "sinusoidal_positions"]
