@@ -52,7 +52,7 @@ def test_later_groups_see_earlier_groups_through_the_latents_only():
     with torch.no_grad():
         for block in fit.read_out:
             block.attn.o_proj.weight.zero_()
-            block.ffn_block.w_down.weight.zero_()
+            block.ffn.w_down.weight.zero_()
     torch.testing.assert_close(fit(changed)[:, 12:], fit(tokens)[:, 12:], rtol=0, atol=0)
 
 

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from ..core.errors import SeqzooError
 from ..core.registry import mixer_entry
 from ..core.state import state_numel
-from .causal_lm import Block, masked_token_loss
+from .causal_lm import Block, masked_token_loss, run_blocks
 from .config import ModelConfig
 
 
@@ -162,12 +162,7 @@ class BlockTransformer(nn.Module):
     # -- pieces -------------------------------------------------------------------------------------------------
     @staticmethod
     def _run(blocks: nn.ModuleList, x: Tensor, states: list | None) -> tuple[Tensor, list]:
-        states = [None] * len(blocks) if states is None else states
-        new_states = []
-        for block, layer_state in zip(blocks, states):
-            x, layer_state = block(x, layer_state)
-            new_states.append(layer_state)
-        return x, new_states
+        return run_blocks(blocks, x, states)
 
     def embed_blocks(self, tokens: Tensor) -> Tensor:
         """``[B, m·L]`` token ids of m complete blocks -> block embeddings ``[B, m, d_block]``."""

@@ -37,6 +37,20 @@ def masked_token_loss(logits: Tensor, targets: Tensor, mask: Tensor | None) -> T
     return masked_mean(per_token.view(targets.shape), mask)
 
 
+def run_blocks(blocks, x: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+    """Thread ``x`` through ``blocks`` (each ``block(x, layer_state) -> (x, layer_state)``), one state per layer;
+    ``state=None`` starts every layer fresh. Returns the output and the list of new layer states."""
+    if state is None:
+        state = [None] * len(blocks)
+    elif len(state) != len(blocks):
+        raise SeqzooError(f"state has {len(state)} layer states; this model has {len(blocks)} layers")
+    new_state = []
+    for block, layer_state in zip(blocks, state):
+        x, layer_state = block(x, layer_state)
+        new_state.append(layer_state)
+    return x, new_state
+
+
 class Block(nn.Module):
     """norm → mixer → residual; norm → FFN → residual."""
 
@@ -97,22 +111,18 @@ class CausalLM(nn.Module):
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> list:
         return [b.mixer.init_state(batch_size, device=device, dtype=dtype) for b in self.blocks]
 
-    def forward(self, inputs: Tensor, state: list | None = None) -> tuple[Tensor, list]:
-        """``inputs``: token ids ``[B, T]`` (or ``[B, T, input_dim]``). Returns ``(logits, new_state)``."""
+    def embed_inputs(self, inputs: Tensor) -> Tensor:
+        """Validated token ids ``[B, T]`` (or continuous ``[B, T, input_dim]``) through the input embedding."""
         if self.continuous:
             if inputs.dim() != 3 or inputs.shape[-1] != self.cfg.input_dim:
                 raise SeqzooError(f"inputs must be [B, T, {self.cfg.input_dim}] floats, got {list(inputs.shape)}")
         elif inputs.dim() != 2 or inputs.dtype not in (torch.int64, torch.int32):
             raise SeqzooError(f"inputs must be [B, T] integer token ids, got {list(inputs.shape)} {inputs.dtype}")
-        x = self.embed(inputs)
-        if state is None:
-            state = [None] * len(self.blocks)
-        elif len(state) != len(self.blocks):
-            raise SeqzooError(f"state has {len(state)} layer states; this model has {len(self.blocks)} layers")
-        new_state = []
-        for block, layer_state in zip(self.blocks, state):
-            x, layer_state = block(x, layer_state)
-            new_state.append(layer_state)
+        return self.embed(inputs)
+
+    def forward(self, inputs: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+        """``inputs``: token ids ``[B, T]`` (or ``[B, T, input_dim]``). Returns ``(logits, new_state)``."""
+        x, new_state = run_blocks(self.blocks, self.embed_inputs(inputs), state)
         return self.head(self.norm(x)), new_state
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:

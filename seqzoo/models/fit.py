@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..core.errors import SeqzooError
 from .causal_lm import Block, masked_token_loss
 from .config import ModelConfig
+from .layers import build_ffn
 
 
 class CrossAttention(nn.Module):
@@ -59,12 +60,12 @@ class _CrossBlock(nn.Module):
         super().__init__()
         self.q_norm, self.m_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps), nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = CrossAttention(cfg.d_model, cfg.mixer_options["attention"]["n_heads"])
-        self.ffn_block = Block(ModelConfig(**{**cfg.__dict__, "n_layers": 1}), "attention").ffn
+        self.ffn = build_ffn(cfg.ffn, cfg.d_model, cfg.ffn_hidden)
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
 
     def forward(self, x: Tensor, memory: Tensor, visible: Tensor | None) -> Tensor:
         x = x + self.attn(self.q_norm(x), self.m_norm(memory), visible)
-        return x + self.ffn_block(self.ffn_norm(x))
+        return x + self.ffn(self.ffn_norm(x))
 
 
 class FIT(nn.Module):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.errors import SeqzooError
-from .causal_lm import Block
+from .causal_lm import Block, run_blocks
 from .config import ModelConfig
 
 WORD_START, END_OF_WORD, VOCAB = 256, 257, 258
@@ -104,12 +104,8 @@ class HAT(nn.Module):
         return self.to_word(self.encoder(x, src_key_padding_mask=pad)[:, 0])
 
     def run_backbone(self, inputs: Tensor, state=None) -> tuple[Tensor, list]:
-        state = [None] * len(self.backbone) if state is None else state
-        new_state = []
-        for block, layer_state in zip(self.backbone, state):
-            inputs, layer_state = block(inputs, layer_state)
-            new_state.append(layer_state)
-        return self.backbone_norm(inputs), new_state
+        x, new_state = run_blocks(self.backbone, inputs, state)
+        return self.backbone_norm(x), new_state
 
     def decode_logits(self, summaries: Tensor, word_bytes: Tensor) -> Tensor:
         """Logits ``[N, L + 1, VOCAB]`` of (b_1 … b_L, [E]) given the backbone summary ``[N, d_word]`` of each

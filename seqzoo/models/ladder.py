@@ -51,7 +51,7 @@ class LadderLM(CausalLM):
         self.ladder_layers = n
 
     def forward(self, inputs: Tensor, state: list | None = None) -> tuple[Tensor, list]:
-        x = self._embed_checked(inputs)
+        x = self.embed_inputs(inputs)
         state = [None] * len(self.blocks) if state is None else state
         if len(state) != len(self.blocks):
             raise SeqzooError(f"state has {len(state)} layer states; this model has {len(self.blocks)} layers")
@@ -77,14 +77,6 @@ class LadderLM(CausalLM):
         for out in pending:
             x = x + out
         return self.head(self.norm(x)), new_state
-
-    def _embed_checked(self, inputs: Tensor) -> Tensor:
-        if self.continuous:
-            if inputs.dim() != 3 or inputs.shape[-1] != self.cfg.input_dim:
-                raise SeqzooError(f"inputs must be [B, T, {self.cfg.input_dim}] floats, got {list(inputs.shape)}")
-        elif inputs.dim() != 2 or inputs.dtype not in (torch.int64, torch.int32):
-            raise SeqzooError(f"inputs must be [B, T] integer token ids, got {list(inputs.shape)} {inputs.dtype}")
-        return self.embed(inputs)
 
 
 # -- tensor parallelism ------------------------------------------------------------------------------------------
@@ -159,7 +151,7 @@ def tensor_parallel_forward(model: LadderLM, tokens: Tensor, group=None) -> Tens
     if not (dist.is_available() and dist.is_initialized()):
         raise SeqzooError("tensor_parallel_forward needs an initialised torch.distributed process group")
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    x = model._embed_checked(tokens)
+    x = model.embed_inputs(tokens)
     first_ladder = len(model.blocks) - model.ladder_layers
     pending: list[_AsyncSum] = []
     for i, block in enumerate(model.blocks):

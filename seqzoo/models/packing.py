@@ -94,26 +94,12 @@ def attention_forward_packed(mixer, x: Tensor, cu_seqlens: Tensor) -> Tensor:
     starts = torch.tensor([a for a, _ in segments], device=x.device)
     lengths = torch.tensor([b - a for a, b in segments], device=x.device)
     positions = torch.arange(x.shape[1], device=x.device) - torch.repeat_interleave(starts, lengths)
-    zero = torch.zeros(1, dtype=torch.int64, device=x.device)
-    q, k, v = mixer.project(x, zero) if mixer.rotary is None else _project_at(mixer, x, positions)
+    q, k, v = mixer.project(x, torch.zeros(1, dtype=torch.int64, device=x.device), positions=positions[None])
     sizes = [b - a for a, b in segments]
     outs = [softmax_attention(qs, ks, vs, window=mixer.window, impl=mixer.impl)[0]
             for qs, ks, vs in zip(*(torch.split(t, sizes, dim=1) for t in (q, k, v)))]
     o = torch.cat(outs, dim=1)
     return mixer.o_proj(o.reshape(1, x.shape[1], mixer.d_model).to(x.dtype))
-
-
-def _project_at(mixer, x: Tensor, positions: Tensor):
-    from ..mixers.attention.rope import apply_rope, rope_cos_sin
-
-    batch, length, _ = x.shape
-    q = mixer.q_proj(x).view(batch, length, mixer.n_heads, mixer.head_dim)
-    k = mixer.k_proj(x).view(batch, length, mixer.n_kv_heads, mixer.head_dim)
-    v = mixer.v_proj(x).view(batch, length, mixer.n_kv_heads, mixer.head_dim)
-    mixer.rotary.cos_sin(torch.zeros(1, dtype=torch.int64, device=x.device), 1, x.dtype)  # fills the cache
-    freqs = mixer.rotary._freqs[x.device]
-    cos, sin = rope_cos_sin(positions[None], freqs, q.dtype)
-    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
 
 __all__ = ["pack", "check_cu_seqlens", "mix_packed", "packed_forward", "packed_loss", "attention_forward_packed"]

@@ -41,13 +41,10 @@ def _padded_loss(model, seqs, max_len):
     return model.loss({"inputs": batch[:, :-1], "targets": batch[:, 1:], "loss_mask": mask})
 
 
-def _time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 @register_repro("bytetransformer", title="ByteTransformer: A High-Performance Transformer Boosted for "
@@ -79,8 +76,8 @@ def run(quick: bool = False) -> ReproResult:
     padded_step(), packed_step()  # warm-up
     t_padded, t_packed = [], []
     for _ in range(repeats):  # interleaved so that load changes on a shared machine hit both alike
-        t_padded.append(_time(padded_step, 1))
-        t_packed.append(_time(packed_step, 1))
+        t_padded.append(_seconds(padded_step))
+        t_packed.append(_seconds(packed_step))
     real = sum(lengths)
     tps_padded, tps_packed = real / statistics.median(t_padded), real / statistics.median(t_packed)
     result = ReproResult("bytetransformer")

@@ -78,16 +78,25 @@ class Rotary(torch.nn.Module):
         self._freqs: dict[torch.device, Tensor] = {}
 
     def cos_sin(self, offset: Tensor, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        return self.cos_sin_at(rope_positions(offset, length), dtype)
+
+    def cos_sin_at(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``cos``/``sin`` at explicit integer ``positions [B, T]``."""
         # the d/2 float64 frequencies are kept per device outside the module's buffers, so module.to(dtype) never
         # casts them; the cache also keeps host-to-device copies out of CUDA-graph-captured decode steps
-        freqs = self._freqs.get(offset.device)
+        freqs = self._freqs.get(positions.device)
         if freqs is None:
-            freqs = self._freqs[offset.device] = rope_frequencies(self.dim, self.base, spacing=self.spacing,
-                                                                  device=offset.device)
-        return rope_cos_sin(rope_positions(offset, length), freqs, dtype)
+            freqs = self._freqs[positions.device] = rope_frequencies(self.dim, self.base, spacing=self.spacing,
+                                                                     device=positions.device)
+        return rope_cos_sin(positions, freqs, dtype)
 
     def forward(self, x: Tensor, offset: Tensor) -> Tensor:
         cos, sin = self.cos_sin(offset, x.shape[1], x.dtype)
+        return apply_rope(x, cos, sin)
+
+    def rotate_at(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate ``x [B, T, H, dim]`` at explicit positions ``[B, T]`` (e.g. restarting inside a packed stream)."""
+        cos, sin = self.cos_sin_at(positions, x.dtype)
         return apply_rope(x, cos, sin)
 
     def extra_repr(self) -> str:

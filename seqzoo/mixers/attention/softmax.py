@@ -138,14 +138,18 @@ class SoftmaxAttention(Mixer):
         return attention_forward_packed(self, x, cu_seqlens)
 
     # -- pieces (also used by tests and by mixers that build on this one) -------------------------------------------
-    def project(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Heads ``q [B,T,H,d]``, ``k, v [B,T,H_kv,d]`` with RoPE applied at positions ``pos[b] + t``."""
+    def project(self, x: Tensor, pos: Tensor, positions: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Heads ``q [B,T,H,d]``, ``k, v [B,T,H_kv,d]`` with RoPE applied at positions ``pos[b] + t`` (or at the
+        explicit ``positions [B, T]`` when given, e.g. restarting at every sequence of a packed stream)."""
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim)
         if self.rotary is not None:
-            q, k = self.rotary(q, pos), self.rotary(k, pos)
+            if positions is None:
+                q, k = self.rotary(q, pos), self.rotary(k, pos)
+            else:
+                q, k = self.rotary.rotate_at(q, positions), self.rotary.rotate_at(k, positions)
         return q, k, v
 
     def extra_repr(self) -> str:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...core.errors import SeqzooError
-from ..causal_lm import Block
+from ..causal_lm import Block, run_blocks
 from ..config import ModelConfig
 from ._instance_norm import instance_denormalize, instance_normalize
 from .base import Forecaster, register_forecaster
@@ -85,11 +85,7 @@ class AarenForecaster(Forecaster):
         """Run the backbone over embedded ``tokens [M, T, d]`` from ``state``: ``(next-patch predictions
         [M, T, patch_len], state)``. One call over many tokens uses the parallel scan, one token the recurrence."""
         h = tokens
-        state = state if state is not None else [None] * len(self.blocks)
-        new_state = []
-        for block, layer_state in zip(self.blocks, state):
-            h, layer_state = block(h, layer_state)
-            new_state.append(layer_state)
+        h, new_state = run_blocks(self.blocks, h, state)
         return self.head(self.norm(h)), new_state
 
     def _patch_marks(self, marks: Tensor | None, n_vars: int, n_patches: int, drop: int) -> Tensor | None:

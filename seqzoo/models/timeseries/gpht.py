@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...core.errors import SeqzooError
-from ..causal_lm import Block
+from ..causal_lm import Block, run_blocks
 from ..config import ModelConfig
 from ._instance_norm import forecast_channel_independent
 from .base import Forecaster, register_forecaster
@@ -78,11 +78,7 @@ class GPHTStage(nn.Module):
         positions = sinusoidal_positions(offset + n_tokens, self.embed.out_features, device=tokens.device,
                                          dtype=pooled.dtype)[offset:]
         h = self.embed(pooled) + positions
-        state = state if state is not None else [None] * len(self.blocks)
-        new_state = []
-        for block, layer_state in zip(self.blocks, state):
-            h, layer_state = block(h, layer_state)
-            new_state.append(layer_state)
+        h, new_state = run_blocks(self.blocks, h, state)
         return self.head(self.norm(h)), new_state
 
 

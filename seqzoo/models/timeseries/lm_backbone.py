@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ...core.errors import SeqzooError
-from ..causal_lm import CausalLM
+from ..causal_lm import CausalLM, run_blocks
 from ..config import ModelConfig
 from ..hf_gpt2 import GPT2, load_hf_gpt2
 
@@ -148,13 +148,7 @@ class LMBackbone(nn.Module):
             raise SeqzooError(f"LM backbone expects embeddings [B, T, {self.d_model}], got {list(embeds.shape)}")
         if self.is_gpt2:
             return self.lm(inputs_embeds=embeds, past=state)
-        x = embeds
-        if state is None:
-            state = [None] * len(self.lm.blocks)
-        new_state = []
-        for block, layer_state in zip(self.lm.blocks, state):
-            x, layer_state = block(x, layer_state)
-            new_state.append(layer_state)
+        x, new_state = run_blocks(self.lm.blocks, embeds, state)
         return self.lm.norm(x), new_state
 
 

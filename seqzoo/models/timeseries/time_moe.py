@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...core.errors import SeqzooError
-from ..causal_lm import Block
+from ..causal_lm import Block, run_blocks
 from ..config import ModelConfig
 from ..moe import SparseMoE
 from ._instance_norm import forecast_channel_independent
@@ -122,11 +122,7 @@ class TimeMoE(Forecaster):
         ``[N, T, d]``, the new state (attention KV caches) and this pass's load-balancing loss (α-weighted)."""
         x = series[..., None]
         h = F.silu(self.embed_gate(x)) * self.embed_value(x)
-        state = state if state is not None else [None] * len(self.blocks)
-        new_state = []
-        for block, layer_state in zip(self.blocks, state):
-            h, layer_state = block(h, layer_state)
-            new_state.append(layer_state)
+        h, new_state = run_blocks(self.blocks, h, state)
         aux = torch.stack([b.ffn.aux_loss.float() for b in self.blocks if isinstance(b.ffn, SparseMoE)]).sum()
         return self.norm(h), new_state, aux
 
