@@ -54,6 +54,17 @@ def build(name: str, device):
     return model, (opt, loss_fn, model.embed.weight.numel())
 
 
+def print_top_kernels(name: str, step, top: int = 12) -> None:
+    """One profiled training step: the ``top`` CUDA kernels by total time (where the step's time goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    print(f"--- {name}: top CUDA kernels of one step")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=70))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -62,6 +73,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", action="store_true",
+                    help="after timing, print each model's 12 most expensive CUDA kernels over one step")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("gpu_train.py needs a CUDA GPU")
@@ -93,6 +106,8 @@ def main() -> None:
             rows.append({"model": name, "params": n_params, "step_ms": seconds * 1e3, "tokens_per_s": tok_s,
                          "model_tflops": tflops, "mfu": tflops / PEAK_TFLOPS,
                          "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30})
+            if args.profile:
+                print_top_kernels(name, step)
         except Exception as err:  # noqa: BLE001 - report and continue with the next model
             rows.append({"model": name, "error": f"{type(err).__name__}: {str(err)[:300]}"})
         finally:

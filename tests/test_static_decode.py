@@ -35,3 +35,19 @@ def test_static_decoder_rejects_unsupported_mixers_and_bad_prompts():
         StaticGreedyDecoder(model).decode(torch.zeros(3, dtype=torch.int64), 4)
     with pytest.raises(SeqzooError, match="graph=True needs a CUDA"):
         StaticGreedyDecoder(model, graph=True).decode(torch.zeros(1, 3, dtype=torch.int64), 4)
+
+
+def test_reused_buffers_give_the_same_tokens_as_fresh_decoders():
+    """A second call with the same batch and total length reuses the buffers (and, on CUDA, the captured graph):
+    stale cache slots from the first call must not leak into the second, also for a shorter prompt."""
+    torch.manual_seed(1)
+    model = CausalLM(ModelConfig(vocab_size=29, d_model=32, n_layers=2, mixer=["attention", "deltanet"],
+                                 init_std=0.5)).eval()
+    decoder = StaticGreedyDecoder(model)
+    long_prompt, short_prompt = torch.randint(0, 29, (2, 10)), torch.randint(0, 29, (2, 6))
+    first = decoder.decode(long_prompt, 8)
+    session = decoder._session
+    second = decoder.decode(short_prompt, 12)  # same batch and T + n = 18: same buffers
+    assert decoder._session is session
+    torch.testing.assert_close(second, StaticGreedyDecoder(model).decode(short_prompt, 12), rtol=0, atol=0)
+    torch.testing.assert_close(decoder.decode(long_prompt, 8), first, rtol=0, atol=0)

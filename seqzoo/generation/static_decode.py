@@ -53,50 +53,38 @@ class StaticGreedyDecoder:
 
     ``decode(prompt, n)`` prefills ``prompt`` ``[B, T]`` with the model's ordinary forward, moves the state into
     static buffers sized for ``T + n`` tokens, then emits ``n`` greedy tokens ``[B, n]``. With ``graph=True`` (CUDA
-    only) the step is captured once per ``decode`` call and replayed.
+    only) the step is captured once and replayed. The buffers and the captured graph are kept for the next call
+    with the same batch size and ``T + n`` (prompts of another length reuse them: the position is a device tensor),
+    so repeated decoding pays the capture once. ``compile=True`` runs the step through ``torch.compile`` (fusing the
+    norms, rotary embedding and gated FFN into few kernels) before capturing it.
     """
 
-    def __init__(self, model: nn.Module, *, graph: bool = False):
+    def __init__(self, model: nn.Module, *, graph: bool = False, compile: bool = False):
         self.model = model
         self.graph = graph
+        self.compile = compile
+        self._session = None  # (key, buffers, steppers, token_buf, pos, run)
         for block in model.blocks:
             mixer = block.mixer
-            is_full_attention = getattr(mixer, "registry_name", "") == "attention" and mixer.window is None
-            if not (is_full_attention or getattr(mixer, "constant_state", False)):
+            if not (_is_full_attention(mixer) or getattr(mixer, "constant_state", False)):
                 raise SeqzooError(f"static decoding supports full 'attention' and constant-state mixers; layer "
                                   f"mixer {getattr(mixer, 'registry_name', type(mixer).__name__)!r} is neither")
 
-    @torch.no_grad()
-    def decode(self, prompt: Tensor, max_new_tokens: int) -> Tensor:
+    def _build_session(self, state, batch: int, max_len: int, device):
+        """Static buffers shaped after the prefill ``state`` and the step function that reads and writes them."""
         model = self.model
-        if prompt.dim() != 2 or prompt.shape[1] == 0:
-            raise SeqzooError(f"prompt must be [B, T] token ids with T >= 1, got {list(prompt.shape)}")
-        if max_new_tokens <= 0:
-            raise SeqzooError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        if self.graph and prompt.device.type != "cuda":
-            raise SeqzooError("graph=True needs a CUDA model and prompt; use graph=False on CPU")
-        batch, prompt_len = prompt.shape
-        max_len = prompt_len + max_new_tokens
-        logits, state = model(prompt, None)
-        token = logits[:, -1:].argmax(-1)  # [B, 1], the first new token
-        pos = torch.full((1,), prompt_len, dtype=torch.int64, device=prompt.device)
-
+        pos = torch.zeros(1, dtype=torch.int64, device=device)
         steppers, buffers = [], []
         for block, layer_state in zip(model.blocks, state):
-            mixer = block.mixer
-            if getattr(mixer, "registry_name", "") == "attention" and mixer.window is None:
+            if _is_full_attention(block.mixer):
                 k = layer_state["k"]
                 k_cache = k.new_zeros(batch, max_len, *k.shape[2:])
-                v_cache = torch.zeros_like(k_cache)
-                k_cache[:, :prompt_len] = k
-                v_cache[:, :prompt_len] = layer_state["v"]
-                steppers.append(_StaticAttentionStep(mixer, k_cache, v_cache, pos))
+                steppers.append(_StaticAttentionStep(block.mixer, k_cache, torch.zeros_like(k_cache), pos))
                 buffers.append(None)
             else:
                 steppers.append(None)
-                buffers.append({key: value.clone() for key, value in layer_state.items()})
-
-        token_buf = token.clone()
+                buffers.append({key: torch.zeros_like(value) for key, value in layer_state.items()})
+        token_buf = torch.zeros(batch, 1, dtype=torch.int64, device=device)
 
         def step() -> None:
             x = model.embed(token_buf)
@@ -114,51 +102,65 @@ class StaticGreedyDecoder:
             token_buf.copy_(model.head(model.norm(x)).argmax(-1))
             pos.add_(1)
 
+        return buffers, steppers, token_buf, pos, (torch.compile(step) if self.compile else step)
+
+    @staticmethod
+    def _load(state, token, prompt_len, buffers, steppers, token_buf, pos) -> None:
+        """Copy the prefill's state, first token and position into the static buffers."""
+        for layer_state, stepper, buf in zip(state, steppers, buffers):
+            if stepper is not None:
+                stepper.k_cache[:, :prompt_len] = layer_state["k"]
+                stepper.v_cache[:, :prompt_len] = layer_state["v"]
+            else:
+                for key, value in layer_state.items():
+                    buf[key].copy_(value)
+        token_buf.copy_(token)
+        pos.fill_(prompt_len)
+
+    @torch.no_grad()
+    def decode(self, prompt: Tensor, max_new_tokens: int) -> Tensor:
+        model = self.model
+        if prompt.dim() != 2 or prompt.shape[1] == 0:
+            raise SeqzooError(f"prompt must be [B, T] token ids with T >= 1, got {list(prompt.shape)}")
+        if max_new_tokens <= 0:
+            raise SeqzooError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        if self.graph and prompt.device.type != "cuda":
+            raise SeqzooError("graph=True needs a CUDA model and prompt; use graph=False on CPU")
+        batch, prompt_len = prompt.shape
+        max_len = prompt_len + max_new_tokens
+        logits, state = model(prompt, None)
+        token = logits[:, -1:].argmax(-1)  # [B, 1], the first new token
         out = torch.empty(batch, max_new_tokens, dtype=torch.int64, device=prompt.device)
-        out[:, :1] = token_buf
+        out[:, :1] = token
         if max_new_tokens == 1:
             return out
-        if self.graph:
-            saved_pos, saved = pos.clone(), _snapshot(buffers, steppers, token_buf)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up outside the graph (allocations, autotuning)
-                for _ in range(2):
-                    step()
-            torch.cuda.current_stream().wait_stream(side)
-            pos.copy_(saved_pos)
-            _restore(buffers, steppers, token_buf, saved)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                step()
-            pos.copy_(saved_pos)
-            _restore(buffers, steppers, token_buf, saved)
-            run = graph.replay
-        else:
+
+        key = (batch, max_len, prompt.device, next(model.parameters()).dtype)
+        if self._session is None or self._session[0] != key:
+            buffers, steppers, token_buf, pos, step = self._build_session(state, batch, max_len, prompt.device)
             run = step
+            if self.graph:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # warm-up outside the graph (allocations, compilation, autotuning)
+                    for _ in range(2):
+                        self._load(state, token, prompt_len, buffers, steppers, token_buf, pos)
+                        step()
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    step()
+                run = graph.replay
+            self._session = (key, buffers, steppers, token_buf, pos, run)
+        _, buffers, steppers, token_buf, pos, run = self._session
+        self._load(state, token, prompt_len, buffers, steppers, token_buf, pos)
         for i in range(1, max_new_tokens):
             run()
             out[:, i:i + 1] = token_buf
         return out
 
 
-def _snapshot(buffers, steppers, token_buf):
-    states = [None if b is None else {k: v.clone() for k, v in b.items()} for b in buffers]
-    caches = [None if s is None else (s.k_cache.clone(), s.v_cache.clone()) for s in steppers]
-    return states, caches, token_buf.clone()
+def _is_full_attention(mixer) -> bool:
+    return getattr(mixer, "registry_name", "") == "attention" and mixer.window is None
 
 
-def _restore(buffers, steppers, token_buf, saved) -> None:
-    states, caches, token = saved
-    for buf, snap in zip(buffers, states):
-        if buf is not None:
-            for key in buf:
-                buf[key].copy_(snap[key])
-    for stepper, snap in zip(steppers, caches):
-        if stepper is not None:
-            stepper.k_cache.copy_(snap[0])
-            stepper.v_cache.copy_(snap[1])
-    token_buf.copy_(token)
-
-
-__all__ = ["StaticGreedyDecoder"]
