@@ -103,25 +103,66 @@ def fft_causal_conv(u: Tensor, K: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- diagonal Ā
+# Powers x^l for l < L are never materialised as an [N, L] table of exponentials: with l = q·c + r (c ≈ √L),
+# x^l = x^{qc} · x^r, so every contraction Σ_n w_n x_n^l (and Σ_l x_n^l v_l) becomes two small Vandermonde tables of
+# √L columns each and one batched matrix product. That replaces N·L complex exponentials by 2·N·√L of them
+# (exp is the expensive part: at N = 32, L = 4096 this form is several times faster on CPU), and each power is
+# still the product of two directly exponentiated factors, never a long chain of multiplications.
+def _block(L: int) -> int:
+    return max(1, math.isqrt(max(L - 1, 0)) + 1)
+
+
+def _power_factors(log_x: Tensor, L: int) -> tuple[Tensor, Tensor, int]:
+    """``(high [..., N, Q], low [..., N, c], c)`` with ``high[.., q] = x^{qc}`` and ``low[.., r] = x^r``."""
+    c = _block(L)
+    Q = -(-L // c)
+    real = log_x.real.dtype if log_x.is_complex() else log_x.dtype
+    low = _exp(log_x[..., None] * torch.arange(c, device=log_x.device, dtype=real))
+    high = _exp(log_x[..., None] * (torch.arange(Q, device=log_x.device, dtype=real) * c))
+    return high, low, c
+
+
+def _exp(z: Tensor) -> Tensor:
+    """``exp(z)``; for complex ``z`` as ``e^{Re z}·(cos Im z + i sin Im z)`` from real vectorised kernels, which on
+    CPU is several times faster than the complex ``exp`` (same values to rounding)."""
+    if not z.is_complex():
+        return torch.exp(z)
+    magnitude = torch.exp(z.real)
+    return torch.complex(magnitude * torch.cos(z.imag), magnitude * torch.sin(z.imag))
+
+
 def vandermonde(log_x: Tensor, L: int) -> Tensor:
     """``V[..., n, l] = exp(l · log_x[..., n])`` for ``l < L``: the powers of a diagonal Ā as ``[..., N, L]``."""
-    steps = torch.arange(L, device=log_x.device, dtype=log_x.real.dtype if log_x.is_complex() else log_x.dtype)
-    return torch.exp(log_x[..., None] * steps)
+    high, low, c = _power_factors(log_x, L)
+    return (high[..., :, None] * low[..., None, :]).flatten(-2)[..., :L]
+
+
+def power_sum(weights: Tensor, log_x: Tensor, L: int, factors=None) -> Tensor:
+    """``S[..., l] = Σ_n weights[..., n] · x_n^l`` for ``l < L`` (``log_x [H, N]``, ``weights [..., H, N]``),
+    as one batched matrix product of the two power factors; returns ``[..., H, L]`` (complex)."""
+    high, low, c = factors if factors is not None else _power_factors(log_x, L)
+    weighted = (weights[..., None] * high).transpose(-1, -2)          # [..., H, Q, N]
+    return (weighted @ low).flatten(-2)[..., :L]                      # [..., H, Q, c] -> [..., H, L]
 
 
 def diagonal_kernel(log_dA: Tensor, dB: Tensor, C: Tensor, L: int) -> Tensor:
     """Vandermonde kernel ``K_l = Re Σ_n C_n B̄_n Ā_n^l`` (``[H, L]``) of a diagonal system (S4D)."""
-    return _real(torch.einsum("hn,hnl->hl", C * dB, vandermonde(log_dA, L)))
+    return _real(power_sum(C * dB, log_dA, L))
 
 
 def _diagonal_conv(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, x0: Tensor | None):
-    L = u.shape[1]
-    V = vandermonde(log_dA, L)                                                # [H, N, L]
-    y = fft_causal_conv(u, _real(torch.einsum("hn,hnl->hl", C * dB, V)))
-    u_rev = u.flip(1).to(V.dtype)
-    xL = torch.einsum("hnj,bjh->bhn", dB[..., None] * V, u_rev)
+    Bsz, L, H = u.shape
+    factors = _power_factors(log_dA, L)
+    y = fft_causal_conv(u, _real(power_sum(C * dB, log_dA, L, factors)))
+    # final state x_{L-1} = B̄ ⊙ Σ_j Ā^j u_{L-1-j}: with j = q·c + r, Σ_q Ā^{qc} Σ_r Ā^r u_rev[q·c + r]
+    high, low, c = factors
+    Q = high.shape[-1]
+    u_rev = torch.nn.functional.pad(u.flip(1), (0, 0, 0, Q * c - L)).to(low.dtype)   # [B, Q·c, H]
+    blocks = u_rev.view(Bsz, Q, c, H).permute(3, 2, 0, 1).reshape(H, c, Bsz * Q)      # [H, c, B·Q]
+    inner = (low @ blocks).view(H, -1, Bsz, Q)                                         # [H, N, B, Q]
+    xL = dB[None] * torch.einsum("hnbq,hnq->bhn", inner, high)
     if x0 is not None:
-        y = y + _real(torch.einsum("hnt,bhn->bth", (C * torch.exp(log_dA))[..., None] * V, x0))
+        y = y + _real(power_sum(C * torch.exp(log_dA) * x0, log_dA, L, factors)).transpose(1, 2)
         xL = xL + torch.exp(L * log_dA) * x0
     return y, xL
 
@@ -285,4 +326,4 @@ def ssm_conv(u: Tensor, x0: Tensor | None, *, kind: str, **system: Tensor) -> tu
 
 
 __all__ = ["IMPLS", "Resolvent", "check_impl", "small_solve", "dense_kernel", "diagonal_kernel", "dplr_kernel", "fft_causal_conv",
-           "power_rows", "roots_of_unity", "ssm_conv", "ssm_recurrent", "vandermonde"]
+           "power_rows", "power_sum", "roots_of_unity", "ssm_conv", "ssm_recurrent", "vandermonde"]
