@@ -183,7 +183,9 @@ class ARFlowAttention(Mixer):
         # softmax attention inside each chunk (chunks folded into the batch)
         flat = [t.flatten(0, 1) for t in (qc, kc, vc)]                               # [B·n, C, H, d]
         if self.within_chunk == "causal":
-            intra, _ = softmax_attention(*flat, scale=scale, impl=self.impl)
+            # the blocks are small (chunk_size²): on CPU the explicit product beats SDPA's dispatch (docs/benchmarks.md)
+            impl = self.impl if self.impl != "auto" else ("sdpa" if q.is_cuda else "math")
+            intra, _ = softmax_attention(*flat, scale=scale, impl=impl)
         else:
             qh, kh, vh = (t.transpose(1, 2) for t in flat)
             intra = (torch.softmax((qh @ kh.transpose(-1, -2)) * scale, dim=-1) @ vh).transpose(1, 2)
