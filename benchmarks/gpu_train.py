@@ -41,15 +41,18 @@ def build(name: str, device):
 
         return model, (opt, loss_fn, model.model.embed_tokens.weight.numel())
     from seqzoo.models import CausalLM
+    from seqzoo.train.trainer import LossModule
 
     mixer = {"seqzoo-attention": "attention", "seqzoo-deltanet": "deltanet", "seqzoo-mamba": "mamba",
              "seqzoo-hybrid": ["deltanet", "attention"]}[name]
     model = CausalLM(seqzoo_config(mixer)).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=True)
-    compiled = torch.compile(model)
+    # compile the loss as the Trainer does (train.compile=true): torch.compile(model) alone would compile only
+    # forward(), and model.loss() through the wrapper would run eagerly
+    compiled = torch.compile(LossModule(model))
 
     def loss_fn(tokens):
-        return compiled.loss({"inputs": tokens[:, :-1], "targets": tokens[:, 1:]})
+        return compiled({"inputs": tokens[:, :-1], "targets": tokens[:, 1:]})
 
     return model, (opt, loss_fn, model.embed.weight.numel())
 
