@@ -26,6 +26,9 @@ Forms (``impl``):
   S_out = exp(b_C) S_in + (exp(b_C − b) ⊙ K)ᵀ V. Every exponent is ≤ 0, so the form is stable for strongly
   negative g (e.g. −20 per step); the chunk states are carried by a loop over chunks.
 
+* ``"triton"``: the chunk form as fused Triton kernels, forward and backward
+  (:mod:`seqzoo.ops.triton.chunk_linear`); ``"auto"`` picks it for CUDA tensors when Triton is installed.
+
 ``g`` must be ≤ 0 (a decay, not a growth); this is the caller's responsibility and is not checked on the hot path.
 With g = 0 the op equals :func:`seqzoo.ops.linear_attention`.
 """
@@ -35,7 +38,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..core.errors import SeqzooError
 from ._common import MatrixOpInputs, causal_mask, matmul_add_, pad_time, no_autocast
+from .linear_attention import triton_selected
 
 OP = "decay_linear_attention"
 
@@ -102,15 +107,25 @@ def decay_linear_attention(q: Tensor, k: Tensor, v: Tensor, g: Tensor, *, scale:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; g: ``[B, T, H]`` log-decays, which must be ≤ 0 (not checked).
         scale: multiplies q; None means ``K ** -0.5``.
         initial_state: ``[B, H, K, V]`` or None (zeros).
-        impl: "auto" (= "chunk"; "recurrent" for T ≤ 4, i.e. decoding), "recurrent", "chunk" or "parallel".
+        impl: "auto" ("triton" for CUDA tensors when Triton is installed, else "chunk"; "recurrent" for T ≤ 4,
+            i.e. decoding), "recurrent", "chunk", "parallel" or "triton".
         chunk_size: chunk length of the "chunk" form; T need not be a multiple of it.
 
     Returns:
         ``(o, final_state)``: o ``[B, T, H, V]`` in the dtype of v; final_state ``[B, H, K, V]`` in float32
         (float64 for float64 inputs).
     """
+    if triton_selected(impl, q, k, v, chunk_size):
+        from .triton import HAS_TRITON
+
+        if not HAS_TRITON:
+            raise SeqzooError(f"{OP}: impl='triton' needs the triton package, which is not installed")
+        from .triton.chunk_linear import chunk_linear_attention
+
+        return chunk_linear_attention(q, k, v, g, scale=scale, initial_state=initial_state,
+                                      chunk_size=chunk_size, op=OP)
     x = MatrixOpInputs(OP, q, k, v, {"g": g}, scale=scale, initial_state=initial_state, impl=impl,
-                       chunk_size=chunk_size, valid=tuple(_IMPLS), auto="chunk")
+                       chunk_size=chunk_size, valid=tuple(_IMPLS) + ("triton",), auto="chunk")
     if x.empty:
         return x.output(x.v), x.state
     with no_autocast(x.q):

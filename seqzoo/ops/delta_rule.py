@@ -31,6 +31,9 @@ Forms (``impl``):
   sequentially over chunks.
 * ``"parallel"``: the same UT form with the whole sequence as one chunk (T × T, O(T³) solve); useful as a
   second reference and for short sequences.
+* ``"triton"``: the chunk form as Triton kernels, forward and backward (:mod:`seqzoo.ops.triton.delta_rule`;
+  chunks of 64 whatever ``chunk_size`` says; float32, bfloat16 or float16 inputs, K ≤ 128). ``"auto"`` picks it
+  for CUDA tensors when Triton is installed; on CPU ``"auto"`` stays ``"chunk"``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import MatrixOpInputs, matmul_add_, pad_time, no_autocast
+from ._common import AUTO_RECURRENT_MAX_T, MatrixOpInputs, check_chunk_size, check_qkv, check_shape, fail, \
+    matmul_add_, no_autocast, pad_time, resolve_scale, start_state
+from .triton import triton_usable
 
 OP = "delta_rule"
 
@@ -91,6 +96,38 @@ def _parallel(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S: Tensor, scale: f
 
 
 _IMPLS = {"recurrent": _recurrent, "chunk": _chunk, "parallel": _parallel}
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_TRITON_MAX_K = 128     # larger key tiles overflow shared memory (H100 / H200: 227 KiB per block)
+
+
+def _auto_picks_triton(q, k, v, beta) -> bool:
+    """"auto" means "triton" for CUDA tensors of a supported dtype and size when Triton is installed."""
+    tensors = (q, k, v, beta)
+    if not all(isinstance(t, Tensor) for t in tensors) or q.dim() != 4 or q.shape[1] <= AUTO_RECURRENT_MAX_T:
+        return False
+    return (q.is_cuda and triton_usable(*tensors) and q.shape[-1] <= _TRITON_MAX_K
+            and all(t.dtype in _TRITON_DTYPES for t in tensors))
+
+
+def _triton(q, k, v, beta, scale, initial_state, chunk_size):
+    B, T, H, K, V = check_qkv(OP, q, k, v)
+    check_shape(OP, "beta", beta, (B, T, H), "B, T, H")
+    check_chunk_size(OP, chunk_size)
+    if not triton_usable(q, k, v, beta):
+        raise fail(OP, "impl 'triton' needs Triton and CUDA tensors (or CPU tensors with TRITON_INTERPRET=1); "
+                       "use impl 'chunk' otherwise")
+    for name, t in zip("qkv", (q, k, v)):
+        if t.dtype not in _TRITON_DTYPES:
+            raise fail(OP, f"impl 'triton' supports float32, bfloat16 and float16 inputs, got {name} {t.dtype}")
+    if K > _TRITON_MAX_K:
+        raise fail(OP, f"impl 'triton' supports key sizes K <= {_TRITON_MAX_K}, got K = {K}")
+    scale = resolve_scale(OP, scale, K)
+    state = start_state(OP, initial_state, (B, H, K, V), "B, H, K, V", torch.float32, q.device)
+    if T == 0:
+        return v.new_empty(B, 0, H, V), state
+    from .triton.delta_rule import delta_rule_triton
+
+    return delta_rule_triton(q, k, v, beta, scale=scale, initial_state=None if initial_state is None else state)
 
 
 def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float | None = None,
@@ -103,15 +140,19 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float | 
         beta: ``[B, T, H]``, in [0, 1] for stability (not checked).
         scale: multiplies q; None means ``K ** -0.5``.
         initial_state: ``[B, H, K, V]`` or None (zeros).
-        impl: "auto" (= "chunk"; "recurrent" for T ≤ 4, i.e. decoding), "recurrent", "chunk" or "parallel".
-        chunk_size: chunk length of the "chunk" form; T need not be a multiple of it.
+        impl: "auto" (= "triton" for CUDA tensors when Triton is installed, else "chunk"; "recurrent" for T ≤ 4,
+            i.e. decoding), "recurrent", "chunk", "parallel" or "triton".
+        chunk_size: chunk length of the "chunk" form (the Triton kernels always use 64); T need not be a multiple
+            of it.
 
     Returns:
         ``(o, final_state)``: o ``[B, T, H, V]`` in the dtype of v; final_state ``[B, H, K, V]`` in float32
         (float64 for float64 inputs).
     """
+    if impl == "triton" or (impl == "auto" and _auto_picks_triton(q, k, v, beta)):
+        return _triton(q, k, v, beta, scale, initial_state, chunk_size)
     x = MatrixOpInputs(OP, q, k, v, {"beta": beta}, scale=scale, initial_state=initial_state, impl=impl,
-                       chunk_size=chunk_size, valid=tuple(_IMPLS), auto="chunk")
+                       chunk_size=chunk_size, valid=tuple(_IMPLS) + ("triton",), auto="chunk")
     if x.empty:
         return x.output(x.v), x.state
     with no_autocast(x.q):

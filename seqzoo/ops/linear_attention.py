@@ -19,6 +19,9 @@ Forms (``impl``):
   O_c = (Q_c K_cᵀ ⊙ M) V_c + Q_c S_[c] and S_[c+1] = S_[c] + K_cᵀ V_c, so the states entering the chunks are
   S_0 plus the sum of K_c'ᵀ V_c' over the earlier chunks. Cost O(T C (K + V) + T K V).
 
+* ``"triton"``: the chunk form as fused Triton kernels, forward and backward
+  (:mod:`seqzoo.ops.triton.chunk_linear`); ``"auto"`` picks it for CUDA tensors when Triton is installed.
+
 Feature maps (elu + 1, ...) and normalisers belong to the mixers that use this op.
 """
 
@@ -27,9 +30,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import MatrixOpInputs, causal_mask, matmul_add_, pad_time, no_autocast
+from ..core.errors import SeqzooError
+from ._common import AUTO_RECURRENT_MAX_T, MatrixOpInputs, causal_mask, matmul_add_, no_autocast, pad_time
 
 OP = "linear_attention"
+
+
+def triton_selected(impl, q, k, v, chunk_size) -> bool:
+    """Whether a call goes to the Triton kernels: ``impl="triton"``, or ``"auto"`` on CUDA tensors that they support
+    (Triton installed, 16/32-bit floats, K ≤ 128, chunk size 16…128, more than a few steps)."""
+    if impl == "triton":
+        return True
+    if impl != "auto" or not all(isinstance(t, Tensor) and t.is_cuda for t in (q, k, v)):
+        return False
+    from .triton import triton_usable
+
+    if q.dim() != 4 or q.shape[1] <= AUTO_RECURRENT_MAX_T or not triton_usable(q, k, v):
+        return False
+    from .triton.chunk_linear import supports
+
+    return supports(q, k, v, chunk_size)
 
 
 def _recurrent(q: Tensor, k: Tensor, v: Tensor, S: Tensor, scale: float, chunk_size: int):
@@ -73,15 +93,25 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = N
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``.
         scale: multiplies q; None means ``K ** -0.5``.
         initial_state: ``[B, H, K, V]`` or None (zeros).
-        impl: "auto" (= "chunk"; "recurrent" for T ≤ 4, i.e. decoding), "recurrent", "chunk" or "parallel".
+        impl: "auto" ("triton" for CUDA tensors when Triton is installed, else "chunk"; "recurrent" for T ≤ 4,
+            i.e. decoding), "recurrent", "chunk", "parallel" or "triton".
         chunk_size: chunk length of the "chunk" form; T need not be a multiple of it.
 
     Returns:
         ``(o, final_state)``: o ``[B, T, H, V]`` in the dtype of v; final_state ``[B, H, K, V]`` in float32
         (float64 for float64 inputs).
     """
+    if triton_selected(impl, q, k, v, chunk_size):
+        from .triton import HAS_TRITON
+
+        if not HAS_TRITON:
+            raise SeqzooError(f"{OP}: impl='triton' needs the triton package, which is not installed")
+        from .triton.chunk_linear import chunk_linear_attention
+
+        return chunk_linear_attention(q, k, v, None, scale=scale, initial_state=initial_state,
+                                      chunk_size=chunk_size, op=OP)
     x = MatrixOpInputs(OP, q, k, v, {}, scale=scale, initial_state=initial_state, impl=impl,
-                       chunk_size=chunk_size, valid=tuple(_IMPLS), auto="chunk")
+                       chunk_size=chunk_size, valid=tuple(_IMPLS) + ("triton",), auto="chunk")
     if x.empty:
         return x.output(x.v), x.state
     with no_autocast(x.q):

@@ -31,6 +31,10 @@ largest temporary of the forward pass:
   Only products of factors exp(Δ A) ≤ 1 are formed (no exp of a cumulative sum), so it is stable for any decay.
 * ``"parallel"``: a Hillis–Steele log-depth scan over the pairs (log₂ chunk_size rounds), pure autograd; it does
   O(T log T) work and is slower than "chunk" on CPU, kept as an independent second form.
+* ``"triton"``: Triton kernels, forward and backward (:mod:`seqzoo.ops.triton.selective_scan`): the state of a
+  block of channels stays in registers while time is walked step by step; the backward walks time in reverse from
+  checkpoints saved every 32 steps (``chunk_size`` is not used). Float32, bfloat16 or float16 inputs. ``"auto"``
+  picks it for CUDA tensors when Triton is installed; on CPU ``"auto"`` stays ``"chunk"``.
 
 On CPU this op is bound by memory traffic rather than arithmetic: every form streams the T·Dm·N values of a, b
 and h several times, whereas the reference keeps its Dm·N state in cache and pays python overhead per step, so
@@ -46,6 +50,7 @@ from torch import Tensor
 
 from ._common import acc_dtype, check_chunk_size, check_same_device, check_shape, check_tensor, fail, no_autocast, \
     auto_for_length, resolve_impl, start_state
+from .triton import triton_usable
 
 OP = "selective_scan"
 
@@ -154,6 +159,11 @@ def _parallel(u, delta, A, B, C, x, chunk_size):
 
 
 _IMPLS = {"recurrent": _recurrent, "chunk": _chunk, "parallel": _parallel}
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _triton_fits(tensors) -> bool:
+    return triton_usable(*tensors) and all(t.dtype in _TRITON_DTYPES for t in tensors)
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, *,
@@ -165,8 +175,10 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         u, delta: ``[B, T, Dm]`` (Δ > 0, typically a softplus output); A: ``[Dm, N]`` (≤ 0 for a stable scan;
             not checked); B, C: ``[B, T, N]``; D: ``[Dm]`` skip weights or None.
         initial_state: ``[B, Dm, N]`` or None (zeros).
-        impl: "auto" (= "chunk"; "recurrent" for T ≤ 4, i.e. decoding), "recurrent", "chunk" or "parallel".
-        chunk_size: time steps processed at once by the fast forms (bounds memory to [B, chunk_size, Dm, N]).
+        impl: "auto" (= "triton" for CUDA tensors when Triton is installed, else "chunk"; "recurrent" for T ≤ 4,
+            i.e. decoding), "recurrent", "chunk", "parallel" or "triton".
+        chunk_size: time steps processed at once by the pure-PyTorch fast forms (bounds memory to
+            [B, chunk_size, Dm, N]); not used by "triton".
 
     There is no ``scale`` argument. Returns ``(y, final_state)``: y ``[B, T, Dm]`` in the dtype of u;
     final_state ``[B, Dm, N]`` in float32 (float64 for float64 inputs).
@@ -183,8 +195,20 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     if D is not None:
         check_shape(OP, "D", D, (Dm,), "Dm")
     device = check_same_device(OP, u=u, delta=delta, A=A, B=B, C=C, D=D)
-    impl = resolve_impl(OP, impl, tuple(_IMPLS), auto_for_length("chunk", u.shape[1]))
+    tensors = [t for t in (u, delta, A, B, C, D) if t is not None]
+    auto = "triton" if u.is_cuda and _triton_fits(tensors) else "chunk"
+    impl = resolve_impl(OP, impl, tuple(_IMPLS) + ("triton",), auto_for_length(auto, u.shape[1]))
     chunk_size = check_chunk_size(OP, chunk_size)
+    if impl == "triton":
+        if not _triton_fits(tensors):
+            raise fail(OP, "impl 'triton' needs Triton, CUDA tensors (or CPU tensors with TRITON_INTERPRET=1) and "
+                           "float32, bfloat16 or float16 inputs; use impl 'chunk' otherwise")
+        x = start_state(OP, initial_state, (batch, Dm, N), "B, Dm, N", torch.float32, device)
+        if T == 0:
+            return u.new_empty(batch, 0, Dm), x
+        from .triton.selective_scan import selective_scan_triton
+
+        return selective_scan_triton(u, delta, A, B, C, D, initial_state=None if initial_state is None else x)
     dtype = acc_dtype(u, delta, A, B, C, *([] if D is None else [D]))
     x = start_state(OP, initial_state, (batch, Dm, N), "B, Dm, N", dtype, device)
     if T == 0:

@@ -24,6 +24,29 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def patch_interpreter_loop_bounds() -> None:
+    """Let ``range(n)`` take a tensor ``n`` in Triton 3.6's CPU interpreter under NumPy ≥ 2.3.
+
+    The interpreter keeps scalars as one-element 1-d arrays and converts them with ``int(array)``, which NumPy 2
+    rejects, so every data-dependent loop bound fails there (compiled kernels are unaffected). Patched once, only
+    when the interpreter is on (the kernel modules call this at import).
+    """
+    if not (HAS_TRITON and interpreting()):
+        return
+    from triton.runtime import interpreter
+
+    if getattr(interpreter, "_seqzoo_loop_bounds", False):
+        return
+    original = interpreter._patch_lang_tensor
+
+    def patch(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patch
+    interpreter._seqzoo_loop_bounds = True
+
+
 def triton_usable(*tensors) -> bool:
     """Whether the Triton kernels can run on these tensors: Triton importable and all tensors on CUDA, or all on
     CPU under the interpreter."""

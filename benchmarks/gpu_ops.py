@@ -1,0 +1,260 @@
+"""GPU op benchmark: seqzoo's Triton kernels vs fla, mamba_ssm and SDPA, forward and forward+backward (issue 8).
+
+Ops (bf16, H = 16, D = 128 unless ``--quick``) at B·T = 8·2048, 4·8192 and 1·32768:
+
+* ``linear_attention`` vs fla ``chunk_linear_attn`` (``normalize=False``: the same computation);
+* ``decay_linear_attention`` vs fla ``chunk_simple_gla`` — forward only for fla (fla 0.6.0's gated backward refuses
+  Triton < 3.7.1 on Hopper), our forward+backward reported alone;
+* ``delta_rule`` vs fla ``chunk_delta_rule`` (keys L2-normalised);
+* ``selective_scan`` (Mamba-1 shapes: Dm = H·D channels, N = 16) vs mamba_ssm ``selective_scan_fn``;
+* ``mamba2-ssd``: the Mamba-2 SSD layer computed by ``decay_linear_attention`` with q = C, k = B, v = x·Δ,
+  g = Δ·A (P = 128, N = 128, H = 16, one B/C group shared by the heads, chunk 64) vs mamba_ssm
+  ``mamba_chunk_scan_combined``, and beside the issue's measured mamba_ssm figures;
+* every row also shows its ratio to causal SDPA (``scaled_dot_product_attention(is_causal=True)``) at that shape.
+
+Times are medians of CUDA-event timings after warm-up (which includes Triton autotuning). Ratios are ours / peer
+(< 1: ours is faster). The goal (issue 8): ≤ 0.9× fla at T ≥ 8192 and never above 1.1× at any shape. Peers that
+are not installed, and ops whose Triton impl does not exist yet, are skipped with a note.
+
+    python benchmarks/gpu_ops.py [--quick] [--json out.json] [--ops linear_attention,delta_rule] [--iters 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, __file__.rsplit("/", 2)[0])
+from benchmarks._gpu_common import cuda_time, environment, write_json  # noqa: E402
+
+OPS = ("linear_attention", "decay_linear_attention", "delta_rule", "selective_scan", "mamba2-ssd")
+SHAPES = ((8, 2048), (4, 8192), (1, 32768))
+QUICK_SHAPES = ((2, 512), (1, 2048))
+# mamba_ssm SSD (Mamba-2, P = 128, N = 128, chunk 64), bf16 forward+backward on an H200, from issue 8 (ms)
+MAMBA2_ISSUE_MS = {(8, 2048): 4.11, (4, 8192): 3.50, (1, 32768): 3.55}
+SSM_STATE = 16   # Mamba-1 state size N of the selective-scan rows
+
+
+def _peer(module: str, name: str):
+    """``module.name`` or None when the package is absent (peers are optional)."""
+    try:
+        return getattr(__import__(module, fromlist=[name]), name)
+    except Exception:  # noqa: BLE001 - an absent or broken peer is skipped
+        return None
+
+
+def _kwargs_for(fn, **wanted):
+    """The keyword arguments of ``wanted`` that ``fn`` accepts (peer APIs differ between versions)."""
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in wanted.items() if k in params}
+
+
+# ------------------------------------------------------------------------------------------ problems
+# each builder returns (inputs: list of tensors, {name: fn(*inputs) -> output tensor}, {peer names: fwd only})
+def _matrix_inputs(B, T, H, D, gate, device, dtype):
+    q, k, v = (torch.randn(B, T, H, D, device=device, dtype=dtype) for _ in range(3))
+    k = F.normalize(k.float(), dim=-1).to(dtype)
+    if gate == "g":
+        return [q, k, v, F.logsigmoid(torch.randn(B, T, H, device=device) + 3.0)]
+    if gate == "beta":
+        return [q, k, v, torch.rand(B, T, H, device=device, dtype=dtype)]
+    return [q, k, v]
+
+
+def build(op, B, T, H, D, device, dtype):
+    import seqzoo.ops as ops
+
+    if op == "linear_attention":
+        inputs = _matrix_inputs(B, T, H, D, None, device, dtype)
+        fns = {"ours": lambda q, k, v: ops.linear_attention(q, k, v, impl="triton")[0]}
+        fla = _peer("fla.ops.linear_attn", "chunk_linear_attn")
+        if fla is not None:
+            extra = _kwargs_for(fla, normalize=False, head_first=False)
+            fns["fla"] = lambda q, k, v: fla(q, k, v, **extra)[0]
+        return inputs, fns, set()
+    if op == "decay_linear_attention":
+        inputs = _matrix_inputs(B, T, H, D, "g", device, dtype)
+        fns = {"ours": lambda q, k, v, g: ops.decay_linear_attention(q, k, v, g, impl="triton")[0]}
+        fla = _peer("fla.ops.simple_gla", "chunk_simple_gla")
+        if fla is not None:
+            extra = _kwargs_for(fla, head_first=False)
+            fns["fla"] = lambda q, k, v, g: fla(q, k, v, g, **extra)[0]
+        return inputs, fns, {"fla"}
+    if op == "delta_rule":
+        inputs = _matrix_inputs(B, T, H, D, "beta", device, dtype)
+        fns = {"ours": lambda q, k, v, b: ops.delta_rule(q, k, v, b, impl="triton")[0]}
+        fla = _peer("fla.ops.delta_rule", "chunk_delta_rule")
+        if fla is not None:
+            extra = _kwargs_for(fla, head_first=False)
+            fns["fla"] = lambda q, k, v, b: fla(q, k, v, b, **extra)[0]
+        return inputs, fns, set()
+    if op == "selective_scan":
+        Dm, N = H * D, SSM_STATE
+        u = torch.randn(B, T, Dm, device=device, dtype=dtype)
+        delta = F.softplus(torch.randn(B, T, Dm, device=device) - 3.0).to(dtype)
+        A = -torch.rand(Dm, N, device=device) - 0.5
+        Bm, Cm = (torch.randn(B, T, N, device=device, dtype=dtype) for _ in range(2))
+        Dskip = torch.randn(Dm, device=device)
+        inputs = [u, delta, A, Bm, Cm, Dskip]
+        fns = {"ours": lambda u, d, A, b, c, D_: ops.selective_scan(u, d, A, b, c, D_, impl="triton")[0]}
+        scan = _peer("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
+        if scan is not None:
+            fns["mamba_ssm"] = lambda u, d, A, b, c, D_: scan(u.transpose(1, 2), d.transpose(1, 2), A,
+                                                              b.transpose(1, 2), c.transpose(1, 2), D_)
+        return inputs, fns, set()
+    if op == "mamba2-ssd":
+        P = N = D
+        x = torch.randn(B, T, H, P, device=device, dtype=dtype)
+        dt = F.softplus(torch.randn(B, T, H, device=device) - 2.0)
+        A = -torch.rand(H, device=device) - 0.5
+        Bm, Cm = (torch.randn(B, T, 1, N, device=device, dtype=dtype) for _ in range(2))
+        inputs = [x, dt, A, Bm, Cm]
+
+        def ours(x, dt, A, b, c):
+            v = (x * dt.unsqueeze(-1).to(x.dtype))
+            o, _ = ops.decay_linear_attention(c.expand(-1, -1, H, -1), b.expand(-1, -1, H, -1), v, dt * A,
+                                              scale=1.0, impl="triton")
+            return o
+
+        fns = {"ours": ours}
+        ssd = _peer("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+        if ssd is not None:
+            fns["mamba_ssm"] = lambda x, dt, A, b, c: ssd(x, dt, A, b, c, chunk_size=64)
+        return inputs, fns, set()
+    raise ValueError(op)
+
+
+def sdpa_fn(B, T, H, D, device, dtype):
+    inputs = [torch.randn(B, H, T, D, device=device, dtype=dtype) for _ in range(3)]
+    return inputs, (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+# ------------------------------------------------------------------------------------------ timing
+def time_fn(fn, inputs, backward: bool, warmup: int, iters: int) -> float:
+    """Median ms of fn (forward) or of fn + its backward through every floating input."""
+    if not backward:
+        with torch.no_grad():
+            return cuda_time(lambda: fn(*inputs), warmup=warmup, iters=iters) * 1e3
+    leaves = [x.detach().requires_grad_() if x.is_floating_point() else x for x in inputs]
+    grad_of = [x for x in leaves if x.requires_grad]
+    out = fn(*leaves)
+    grad_out = torch.randn_like(out)
+
+    def step():
+        torch.autograd.grad(fn(*leaves), grad_of, grad_out, allow_unused=True)
+
+    return cuda_time(step, warmup=warmup, iters=iters) * 1e3
+
+
+def measure(fn, inputs, backward, args):
+    try:
+        return time_fn(fn, inputs, backward, args.warmup, args.iters), None
+    except Exception as err:  # noqa: BLE001 - a peer that fails (e.g. fla's gated backward) is reported
+        torch.cuda.synchronize()
+        return None, f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+
+
+def available(op, device, dtype) -> str | None:
+    """None when our Triton impl of ``op`` runs on a tiny input, else why not."""
+    try:
+        inputs, fns, _ = build(op, 1, 64, 2, 32, device, dtype)
+        fns["ours"](*inputs)
+        torch.cuda.synchronize()
+        return None
+    except Exception as err:  # noqa: BLE001 - an impl not written yet is skipped
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--quick", action="store_true", help="tiny shapes (H 4, D 64), a smoke test")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_ops.py needs a CUDA GPU")
+    device, dtype = torch.device("cuda"), torch.bfloat16
+    shapes, H, D = (QUICK_SHAPES, 4, 64) if args.quick else (SHAPES, 16, 128)
+    if args.quick:
+        args.iters, args.warmup = min(args.iters, 5), min(args.warmup, 2)
+    torch.manual_seed(0)
+
+    sdpa = {}
+    for B, T in shapes:
+        inputs, fn = sdpa_fn(B, T, H, D, device, dtype)
+        sdpa[(B, T)] = {mode: measure(fn, inputs, mode == "fwd+bwd", args)[0] for mode in ("fwd", "fwd+bwd")}
+        print(f"sdpa B{B} T{T}: {sdpa[(B, T)]}", flush=True)
+        del inputs
+    rows, notes = [], []
+    for op in args.ops.split(","):
+        why = available(op, device, dtype)
+        if why is not None:
+            notes.append(f"{op}: skipped, our Triton impl is not available ({why})")
+            print(notes[-1], flush=True)
+            continue
+        for B, T in shapes:
+            inputs, fns, fwd_only = build(op, B, T, H, D, device, dtype)
+            for mode in ("fwd", "fwd+bwd"):
+                row = {"op": op, "B": B, "T": T, "H": H, "D": D, "mode": mode, "ms": {}, "errors": {}}
+                for name, fn in fns.items():
+                    if mode == "fwd+bwd" and name in fwd_only:
+                        row["errors"][name] = "forward only (fla's gated backward needs Triton >= 3.7.1 on Hopper)"
+                        continue
+                    ms, err = measure(fn, inputs, mode == "fwd+bwd", args)
+                    if ms is not None:
+                        row["ms"][name] = ms
+                    else:
+                        row["errors"][name] = err
+                if sdpa[(B, T)][mode] is not None:
+                    row["ms"]["sdpa"] = sdpa[(B, T)][mode]
+                if op == "mamba2-ssd" and mode == "fwd+bwd" and (B, T) in MAMBA2_ISSUE_MS and not args.quick:
+                    row["ms"]["mamba_ssm(issue)"] = MAMBA2_ISSUE_MS[(B, T)]
+                ours = row["ms"].get("ours")
+                row["ratio"] = {k: ours / v for k, v in row["ms"].items() if k != "ours" and ours is not None}
+                rows.append(row)
+                print(_format(row), flush=True)
+            del inputs, fns
+            torch.cuda.empty_cache()
+
+    print(f"\n{'op':24s} {'shape':>11s} {'mode':8s} {'ours ms':>8s}  peers: ms (ours/peer)")
+    for row in rows:
+        print(_format(row))
+    verdict = _goal(rows)
+    print("\n" + "\n".join(verdict + notes))
+    write_json(args.json, {"env": environment(), "H": H, "D": D, "dtype": str(dtype), "rows": rows,
+                           "goal": verdict, "notes": notes})
+
+
+def _format(row) -> str:
+    ours = row["ms"].get("ours")
+    peers = "  ".join(f"{k} {v:.3f} ({row['ratio'][k]:.2f}x)" for k, v in row["ms"].items()
+                      if k != "ours" and k in row["ratio"])
+    errs = "  ".join(f"{k}: {v}" for k, v in row["errors"].items())
+    ours_s = f"{ours:8.3f}" if ours is not None else f"{'-':>8s}"
+    return f"{row['op']:24s} {'B' + str(row['B']) + '·T' + str(row['T']):>11s} {row['mode']:8s} {ours_s}  {peers}" \
+           + (f"  [{errs}]" if errs else "")
+
+
+def _goal(rows) -> list[str]:
+    """The issue's goal against the main peer of each op (fla; mamba_ssm for the scans)."""
+    lines = []
+    for row in rows:
+        peer = "fla" if "fla" in row["ratio"] else "mamba_ssm" if "mamba_ssm" in row["ratio"] else None
+        if peer is None:
+            continue
+        r = row["ratio"][peer]
+        target = 0.9 if row["T"] >= 8192 else 1.1
+        status = "ok  " if r <= target else "MISS"
+        lines.append(f"{status} {row['op']} B{row['B']}·T{row['T']} {row['mode']}: {r:.2f}x {peer} "
+                     f"(goal ≤ {target}x)")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
