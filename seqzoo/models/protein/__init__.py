@@ -1,0 +1,1 @@
+"""Protein models, one module per paper (e.g. :mod:`seqzoo.models.protein.tranception`)."""
