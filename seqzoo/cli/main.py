@@ -1,5 +1,6 @@
 """The ``seqzoo`` command line: ``list``, ``train``, ``generate``, ``info``, ``repro``, ``arena``, ``report``,
-``forecast``.
+``forecast``, ``webs`` (spider-web graph generation), ``fitness`` (Tranception protein fitness) and
+``protein-design`` (the protein GPT-GNN).
 
 Bad input (unknown config key or mixer, wrong type, missing file, non-UTF-8 text, a corrupt checkpoint) prints
 one line ``seqzoo: error: ...`` on stderr and exits with code 2.
@@ -214,9 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="arena_report.html", help="HTML file to write (default: %(default)s)")
     report.set_defaults(fn=_cmd_report)
 
+    from .fitness import add_fitness_parser
     from .forecast import add_forecast_parser
+    from .protein_design import add_protein_design_parser
+    from .webs import add_webs_parser
 
     add_forecast_parser(sub)
+    add_webs_parser(sub)
+    add_fitness_parser(sub)
+    add_protein_design_parser(sub)
 
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("checkpoint")
