@@ -3,7 +3,9 @@
 The page has a leaderboard (best over learning rates for each task, length, mixer and width), a compact
 mixer × task summary, plots of accuracy against state size per task (the Zoology recall-vs-memory picture) and,
 when a task was run at several lengths, accuracy against sequence length, for in-context regression runs the error
-against the number of in-context examples beside OLS and ridge, and the provenance of the runs
+against the number of in-context examples beside OLS and ridge, for every model-size sweep (one task, length and
+mixer at three or more parameter counts) the validation loss against parameters with the fitted scaling law
+L(N) = L∞ + (N₀/N)^α (:mod:`seqzoo.arena.scaling`), and the provenance of the runs
 (hardware, torch version, git revision). Plots are PNGs embedded as base64, so the page is one self-contained file.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from ..core.errors import SeqzooError
 from .db import RunDB
 from .runner import best_over_lr
+from .scaling import sweep_plots
 
 
 def _png(fig) -> str:
@@ -128,7 +131,7 @@ def render_html(runs: list[dict], title: str = "seqzoo arena") -> str:
         for hw, tv, gr in sorted({(r["hardware"], r["torch_version"], r["git_revision"]) for r in runs})])
     images = "\n".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b64}">'
                        f"<figcaption>{html.escape(t)}</figcaption></figure>"
-                       for t, b64 in _plots(best) + _icl_plots(runs))
+                       for t, b64 in _plots(best) + _icl_plots(runs) + sweep_plots(runs))
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:1.5em}}

@@ -4,8 +4,9 @@ that performs a gradient step."""
 
 from .learners import LEARNERS, averaging, gd, knn, ols, prefix_predictions, ridge, tune_gd_lr
 from .lsa_gd import LinearSelfAttention, LSARegressor, gd_construction
+from .mixtures import MIXTURE_CLASSES, MixtureICL, bayes_linear
 from .regression import FUNCTION_CLASSES, Blend, ICLRegression, Prompts
 
 __all__ = ["Blend", "FUNCTION_CLASSES", "ICLRegression", "LEARNERS", "LSARegressor", "LinearSelfAttention",
-           "Prompts", "averaging", "gd", "gd_construction", "knn", "ols", "prefix_predictions", "ridge",
+           "MIXTURE_CLASSES", "MixtureICL", "Prompts", "bayes_linear", "averaging", "gd", "gd_construction", "knn", "ols", "prefix_predictions", "ridge",
            "tune_gd_lr"]
