@@ -8,6 +8,7 @@ import time
 import torch
 
 from ..core.data import BatchSource
+from ..core.errors import SeqzooError
 from ..models import CausalLM, ModelConfig
 from ..tasks.metrics import token_accuracy
 from ..train import Trainer
@@ -35,3 +36,17 @@ def train_on_task(model_cfg: ModelConfig, task: BatchSource, *, steps: int, batc
     seq_len = getattr(task, "seq_len", 64)
     metrics.update(parameters=model.num_parameters(), state_size=model.state_size(seq_len), train_seconds=seconds)
     return model, metrics
+
+
+def int_option(repro_id: str, name: str, value, default: int) -> int:
+    """A ``--set name=value`` integer option of reproduction ``repro_id``: ``default`` when unset; positive (``seed``
+    may be 0); anything else is a one-line :class:`SeqzooError`."""
+    if value is None:
+        return default
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise SeqzooError(f"{repro_id} option {name} must be an integer, got {value!r}") from None
+    if out < 0 or (name != "seed" and out == 0):
+        raise SeqzooError(f"{repro_id} option {name} must be positive, got {value!r}")
+    return out

@@ -39,6 +39,7 @@ from ..tasks.cot import Arithmetic
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
+from .common import int_option
 
 MODULUS, NUM_OPS = 11, 4
 D_MODEL, N_LAYERS, N_HEADS = 64, 3, 4
@@ -49,15 +50,7 @@ QUICK = {"d_model": 16, "n_layers": 1, "steps": 3, "batch": 8, "eval": 8, "num_o
 
 
 def _int_option(name: str, value, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        raise SeqzooError(f"cot-theory option {name} must be an integer, got {value!r}") from None
-    if out < 0 or (name != "seed" and out == 0):
-        raise SeqzooError(f"cot-theory option {name} must be positive, got {value!r}")
-    return out
+    return int_option("cot-theory", name, value, default)
 
 
 def train_format(fmt: str, *, num_ops: int, d_model: int, n_layers: int, steps: int, batch: int, seed: int,

@@ -43,6 +43,7 @@ from ..tasks.icll import ICLL
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
+from .common import int_option
 
 SEQ_LEN, MAX_STRING = 256, 20
 MODELS = ("attention", "linear_attention", "retention")
@@ -55,15 +56,7 @@ QUICK = {"seq_len": 48, "max_len": 8, "d_model": 16, "n_layers": 1, "steps": 3, 
 
 
 def _int_option(name: str, value, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        raise SeqzooError(f"icll option {name} must be an integer, got {value!r}") from None
-    if out < 0 or (name != "seed" and out == 0):
-        raise SeqzooError(f"icll option {name} must be positive, got {value!r}")
-    return out
+    return int_option("icll", name, value, default)
 
 
 def _models(value) -> list[str]:

@@ -69,6 +69,8 @@ class MixtureICL(ICLRegression):
     ``function``: a class name, a mixture ``{class: weight}`` or a :class:`Blend`. ``frequency = (ω_lo, ω_hi)``
     is the sinusoids' frequency range. ``normalise=False`` keeps the raw scales of the regression module."""
 
+    CLASSES = MIXTURE_CLASSES
+
     def __init__(self, *, d: int = 5, n_points: int = 11, function="linear", noise_std: float = 0.0,
                  sparsity: int = 2, hidden: int = 100, depth: int = 4, frequency: tuple = (0.5, 2.0),
                  normalise: bool = True, x_distribution: str = "normal", curriculum=None, seed: int = 0):
@@ -79,29 +81,6 @@ class MixtureICL(ICLRegression):
         self.normalise = bool(normalise)
         super().__init__(d=d, n_points=n_points, function=function, noise_std=noise_std, sparsity=sparsity,
                          hidden=hidden, depth=depth, x_distribution=x_distribution, curriculum=curriculum, seed=seed)
-
-    @staticmethod
-    def _parse(function):
-        if isinstance(function, Blend):
-            _check(function.a)
-            _check(function.b)
-            if not 0.0 <= function.alpha <= 1.0:
-                raise SeqzooError(f"Blend alpha must be in [0, 1], got {function.alpha}")
-            return function
-        if isinstance(function, str):
-            _check(function)
-            return {function: 1.0}
-        if isinstance(function, dict) and function:
-            for name, weight in function.items():
-                _check(name)
-                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-                    raise SeqzooError(f"mixture weight of {name!r} must be a number >= 0, got {weight!r}")
-            total = float(sum(function.values()))
-            if total <= 0:
-                raise SeqzooError("mixture weights must not all be 0")
-            return {k: float(v) / total for k, v in function.items() if v > 0}
-        raise SeqzooError(f"function must be a class name, a {{class: weight}} mixture or a Blend, got {function!r}; "
-                          f"classes: {', '.join(MIXTURE_CLASSES)}")
 
     # -- one class ------------------------------------------------------------------------------------------------
     def class_scale(self, kind: str) -> float:

@@ -174,28 +174,34 @@ class ICLRegression:
         start, every = self.curriculum
         return min(self.d, start + index // every)
 
-    @staticmethod
-    def _parse(function):
+    CLASSES = FUNCTION_CLASSES  # the function classes this source accepts (MixtureICL widens it)
+
+    @classmethod
+    def _parse(cls, function):
+        def check(name):
+            if name not in cls.CLASSES:
+                raise choice_error("function class", name, cls.CLASSES)
+
         if isinstance(function, Blend):
-            _check_class(function.a)
-            _check_class(function.b)
+            check(function.a)
+            check(function.b)
             if not 0.0 <= function.alpha <= 1.0:
                 raise SeqzooError(f"Blend alpha must be in [0, 1], got {function.alpha}")
             return function
         if isinstance(function, str):
-            _check_class(function)
+            check(function)
             return {function: 1.0}
         if isinstance(function, dict) and function:
             for name, weight in function.items():
-                _check_class(name)
-                if not isinstance(weight, (int, float)) or weight < 0:
+                check(name)
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
                     raise SeqzooError(f"mixture weight of {name!r} must be a number >= 0, got {weight!r}")
             total = float(sum(function.values()))
             if total <= 0:
                 raise SeqzooError("mixture weights must not all be 0")
-            return {k: float(v) / total for k, v in function.items()}
+            return {k: float(v) / total for k, v in function.items() if v > 0}
         raise SeqzooError(f"function must be a class name, a {{class: weight}} mixture or a Blend, got {function!r}; "
-                          f"classes: {', '.join(FUNCTION_CLASSES)}")
+                          f"classes: {', '.join(cls.CLASSES)}")
 
     # -- sampling -------------------------------------------------------------------------------------------------
     def sample(self, split: str, index: int, batch_size: int, *, n_points: int | None = None) -> Prompts:
