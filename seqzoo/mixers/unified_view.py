@@ -80,6 +80,22 @@ UNIFIED_VIEW: dict[str, MixingView] = {
         "KV cache",
         "O(T² d); O(T d) per decoded token",
         "O(T²)"),
+    "tranception": MixingView(
+        "softmax kernel with grouped ALiBi over locally convolved q, k, v",
+        "M_ts = softmax_s(q̃_t·k̃_s/√d − m_h·(t − s)), s ≤ t, with q̃ = causal depthwise conv of q (kernel 1, 3, 5 "
+        "or 7 by head group) and likewise k̃, ṽ; ALiBi slopes m_h per head group",
+        "causal convolutions of the projections, then masked softmax (or SDPA with the ALiBi bias)",
+        "KV cache plus the last 6 projections (the convolutions' receptive field)",
+        "O(T² d); O(T d) per decoded token",
+        "O(T²) materialised, O(T) fused"),
+    "gpt_gnn_attention": MixingView(
+        "softmax kernel reused as a graph: attention plus a GCN on the attention adjacency",
+        "y = A v + GCN_L(Â, v) with A_ts = softmax_s(q_t·k_s/√d), s ≤ t, and Â the thresholded, row-normalised A; "
+        "each GCN layer h ← GELU(Â (h W + b) + h); still lower-triangular (L = 0 is plain attention)",
+        "materialised masked softmax, then L propagation steps Â h",
+        "KV cache plus the cached GCN messages of earlier tokens",
+        "O(T² d (1 + L)); O(T d L) per decoded token",
+        "O(T²)"),
     "ssa_attention": MixingView(
         "randomly sparsified softmax kernel",
         "M_ts = softmax over S(t): the own query block plus a random, locally biased fraction f of the keys "
