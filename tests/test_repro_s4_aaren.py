@@ -54,6 +54,21 @@ def test_pooled_classifier_averages_the_per_position_logits():
     assert torch.allclose(model.loss({"inputs": x, "labels": labels}), expected, atol=1e-6)
 
 
+def test_pooled_classifier_encoder_lets_the_pixel_value_through():
+    """The second design's bug: CausalLM's continuous adapter had a token-embedding weight (std 0.02) beside
+    nn.Linear's default bias U(−1, 1), so the pixel value was ~1 % of the normalised first-layer input and no
+    model learned. The encoder is now S4's plain nn.Linear(1, H) (weight and bias both U(−1, 1))."""
+    torch.manual_seed(0)
+    for name, cfg in s4_repro.model_configs(32, 1, 4).items():
+        model = s4_repro.PooledClassifier(cfg)
+        weight = model.backbone.embed.weight
+        assert weight.abs().max() <= 1.0 and weight.std() > 0.3, name
+        pixels = s4_repro.SequentialShapes(side=8, seed=0).get_batch("train", 0, 4)["inputs"]
+        normed = model.backbone.blocks[0].mixer_norm(model.backbone.embed(pixels))
+        varying = (normed - normed.mean(1, keepdim=True)).pow(2).mean().sqrt()
+        assert varying > 0.2 * normed.pow(2).mean().sqrt(), name
+
+
 def test_model_configs_match_sizes_and_carry_the_ssm_learning_rate():
     cfgs = s4_repro.model_configs(32, 2, 4, ssm_lr=5e-4)
     counts = {name: CausalLM(cfg).num_parameters() for name, cfg in cfgs.items()}

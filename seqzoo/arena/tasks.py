@@ -87,3 +87,58 @@ register_task(ArenaTask("selective_copying", _selective_copying, 64, summary="se
 register_task(ArenaTask("induction_heads", _induction_heads, 64, summary="copy the token after the earlier trigger"))
 register_task(ArenaTask("icl_regression", _icl_regression, 22, metric="r2",
                         summary="in-context regression (Garg et al.); score r2 = 1 − normalised squared error"))
+
+
+def _text_bytes(*, seq_len: int, seed: int, corpus: str = "kjv"):
+    from ..tasks.text.bytes import ByteCorpus  # byte-level LM on a built-in corpus or a text path (model sweeps)
+
+    return ByteCorpus.from_source(corpus, seq_len, seed=seed)
+
+
+register_task(ArenaTask("text_bytes", _text_bytes, 64, summary="next-byte prediction on text (built-in KJV corpus); "
+                        "a d_models sweep gives the report's scaling-law fit"))
+
+
+# -- in-context language learning (REGBENCH DFAs) and chain-of-thought arithmetic (Feng et al.) -----------------
+def _icll(*, seq_len: int, seed: int, num_symbols: int = 18, min_states: int = 4, max_states: int = 12,
+          min_alphabet: int = 4, max_alphabet: int = 18, max_edges: int = 4, min_len: int = 1, max_len: int = 20):
+    from ..tasks.icll import ICLL
+
+    return ICLL(seq_len=seq_len, num_symbols=num_symbols, min_states=min_states, max_states=max_states,
+                min_alphabet=min_alphabet, max_alphabet=max_alphabet, max_edges=max_edges, min_len=min_len,
+                max_len=max_len, seed=seed)
+
+
+def _arithmetic(fmt: str):
+    def factory(*, seq_len: int, seed: int, num_ops: int = 4, min_ops: int = 1, modulus: int = 11):
+        from ..tasks.cot import Arithmetic
+
+        return Arithmetic(num_ops=num_ops, min_ops=min_ops, modulus=modulus, fmt=fmt, seq_len=seq_len, seed=seed)
+
+    return factory
+
+
+register_task(ArenaTask("icll", _icll, 256, metric="dfa_accuracy",
+                        summary="in-context language learning of random DFAs (REGBENCH); score = fraction of greedy "
+                                "next tokens valid under the DFA"))
+register_task(ArenaTask("arithmetic_cot", _arithmetic("cot"), 50, metric="answer_accuracy",
+                        summary="arithmetic over F_11 with a step-by-step derivation (Feng et al.); score = answer "
+                                "accuracy of greedy generation (chance 1/11)"))
+register_task(ArenaTask("arithmetic_direct", _arithmetic("direct"), 19, metric="answer_accuracy",
+                        summary="arithmetic over F_11 answered directly (Feng et al.); score = answer accuracy"))
+
+
+def _pathfinder(*, seq_len: int, seed: int, distractors: int = 1, dash: int = 2, gap: int = 1):
+    """LRA Pathfinder (seqzoo/tasks/synthetic/pathfinder.py); ``seq_len`` is the pixel count side² (the query
+    token comes on top)."""
+    from ..tasks.synthetic.pathfinder import Pathfinder
+
+    side = int(round(seq_len ** 0.5))
+    if side * side != seq_len or side < 12:
+        raise SeqzooError(f"pathfinder needs seq_len = side² (a perfect square >= 144, e.g. 256 or 1024), "
+                          f"got {seq_len}")
+    return Pathfinder(side=side, distractors=distractors, dash=dash, gap=gap, seed=seed)
+
+
+register_task(ArenaTask("pathfinder", _pathfinder, 256,
+                        summary="LRA Pathfinder: are the two dots joined by a dashed path? (class at a query token)"))

@@ -15,8 +15,9 @@ lie up to ``¾ side`` rows, i.e. hundreds of steps, apart.
 
 The recipe follows the S4 LRA image models (state-spaces/s4, ``configs/experiment/lra``), decided before any run:
 
-* the pixel value (scaled to [−1, 1]) enters through a linear encoder, and the class comes from the mean over all
-  positions of a linear decoder (the "pool" decoder); the models are causal (unidirectional) residual stacks;
+* the pixel value (scaled to [−1, 1]) enters through a linear encoder ``nn.Linear(1, H)`` with PyTorch's default
+  initialisation (as S4's encoder), and the class comes from the mean over all positions of a linear decoder (the
+  "pool" decoder); the models are causal (unidirectional) residual stacks;
 * AdamW with weight decay 0.05, warm-up then cosine decay; the SSM parameters (Λ, P, B, Δ) have no weight decay
   and learning rate min(1e-3, lr) (S4's recommendation: 1e-3);
 * two models of equal size (±10 %), each trained at every learning rate of the same grid with the same steps,
@@ -25,6 +26,15 @@ The recipe follows the S4 LRA image models (state-spaces/s4, ``configs/experimen
   its FFN widened to match the parameter count.
 
 Check: S4 accuracy > attention accuracy. Quick mode (the test suite's smoke run) uses 8×8 images and a few steps.
+Options (``seqzoo repro s4 --set key=value``): ``device`` (``cpu`` default, ``cuda``), ``threads`` (CPU threads,
+default 1). They change where the run happens, not the protocol.
+
+Bug fixed in the third design (the second one ended with every model at the majority class): :class:`CausalLM`
+initialises its continuous input adapter like a token embedding (weight std 0.02) but leaves the adapter's bias at
+PyTorch's default U(−1, 1) (fan-in 1). With one input channel, the pixel-dependent part of the normalised
+first-layer input was then about 1 % of it (measured: 0.013 of a unit RMS), so the image was drowned by a constant
+vector and neither model learned anything in 300 steps. :class:`PooledClassifier` now re-initialises the encoder
+with ``nn.Linear``'s default (weight and bias both U(−1, 1) for one input), which is what S4's own encoder does.
 """
 
 from __future__ import annotations
@@ -107,6 +117,11 @@ class PooledClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = CausalLM(cfg)
+        # S4's encoder is a plain nn.Linear(d_input, H): weight and bias both U(−1/√d_input, 1/√d_input). CausalLM
+        # gives its continuous adapter a token-embedding weight (std 0.02) beside that default bias, which buries
+        # a one-channel pixel value under a constant vector (the second design's failure); undo that here.
+        if cfg.input_dim is not None:
+            self.backbone.embed.reset_parameters()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         logits, _ = self.backbone(inputs)
@@ -137,10 +152,11 @@ def model_configs(d_model: int, n_layers: int, classes: int, ssm_lr: float = SSM
 def accuracy(model: PooledClassifier, task: SequentialShapes, images: int, batch_size: int) -> dict[str, float]:
     """Validation accuracy and mean cross-entropy over ``images`` fixed validation images."""
     model.eval()
+    device = next(model.parameters()).device
     correct = total = 0
     loss = 0.0
     for index in range(math.ceil(images / batch_size)):
-        batch = task.get_batch("val", index, batch_size)
+        batch = {k: v.to(device) for k, v in task.get_batch("val", index, batch_size).items()}
         logits = model(batch["inputs"])
         correct += int((logits.argmax(-1) == batch["labels"]).sum())
         loss += float(F.cross_entropy(logits.float(), batch["labels"], reduction="sum"))
@@ -149,12 +165,12 @@ def accuracy(model: PooledClassifier, task: SequentialShapes, images: int, batch
 
 
 def train(cfg: ModelConfig, task: SequentialShapes, *, steps: int, batch_size: int, lr: float,
-          eval_images: int, seed: int = 0) -> dict:
+          eval_images: int, seed: int = 0, device: str = "cpu") -> dict:
     """Train one classifier with the recipe of the module docstring; its validation metrics and timing."""
     torch.manual_seed(seed)
     model = PooledClassifier(cfg)
     train_cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, weight_decay=WEIGHT_DECAY,
-                            warmup_steps=max(1, steps // 10), eval_every=0, eval_batches=1, device="cpu",
+                            warmup_steps=max(1, steps // 10), eval_every=0, eval_batches=1, device=device,
                             checkpoint_every=10**9, keep_checkpoints=1, progress=False,
                             log_every=max(1, steps // 10))
     start = time.perf_counter()
@@ -174,7 +190,24 @@ def train(cfg: ModelConfig, task: SequentialShapes, *, steps: int, batch_size: i
 @register_repro("s4", title="Efficiently Modeling Long Sequences with Structured State Spaces", arxiv="2111.00396",
                 claim="On a sequential-image task (24×24 pixels read as a sequence of 576), S4 beats a same-size "
                       "Transformer (LRA Image: S4 ≈ 88.5 % vs Transformer 42.44 %).")
-def run(quick: bool) -> ReproResult:
+def run(quick: bool, *, device: str = "cpu", threads=1) -> ReproResult:
+    if device not in ("cpu", "cuda"):
+        raise SeqzooError(f"s4 repro: device {device!r} is not valid; valid: cpu, cuda")
+    try:
+        threads = int(threads)
+    except ValueError:
+        raise SeqzooError(f"s4 repro: threads must be a positive integer, got {threads!r}") from None
+    if threads < 1:
+        raise SeqzooError(f"s4 repro: threads must be a positive integer, got {threads}")
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(quick, device, threads)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(quick: bool, device: str, threads: int) -> ReproResult:
     if quick:
         side, steps, batch, lrs, eval_images = 8, 3, 8, (LRS[0],), 16
     else:
@@ -188,7 +221,7 @@ def run(quick: bool) -> ReproResult:
         for lr in lrs:
             if name == "s4":  # the SSM parameters follow min(1e-3, lr), as S4 recommends
                 cfg = ModelConfig(**{**cfg.__dict__, "mixer_options": {"s4": {"ssm_lr": min(SSM_LR, lr)}}})
-            metrics = train(cfg, task, steps=steps, batch_size=batch, lr=lr, eval_images=eval_images)
+            metrics = train(cfg, task, steps=steps, batch_size=batch, lr=lr, eval_images=eval_images, device=device)
             metrics["lr"] = lr
             result.details[f"{name}@lr={lr:g}"] = metrics
             print(f"[s4] {name}@lr={lr:g}: val accuracy {metrics['accuracy']:.3f} after {steps} steps, "
@@ -199,7 +232,8 @@ def run(quick: bool) -> ReproResult:
     result.details["setup"] = {"side": side, "seq_len": task.seq_len, "steps": steps, "batch_size": batch,
                                "lrs": list(lrs), "ssm_lr": SSM_LR, "weight_decay": WEIGHT_DECAY,
                                "eval_images": eval_images, "d_model": 64, "n_layers": 2, "readout": "mean pool",
-                               "classes": list(SHAPES), "threads": torch.get_num_threads()}
+                               "classes": list(SHAPES), "threads": threads, "device": device,
+                               "encoder_init": "nn.Linear default (S4)"}
     p_s4, p_att = best["s4"]["parameters"], best["attention"]["parameters"]
     result.check("parameter counts equal (±10%)", f"s4 {p_s4}, attention {p_att}", "|ratio − 1| ≤ 0.10",
                  abs(p_s4 / p_att - 1) <= 0.10)
@@ -213,6 +247,11 @@ def run(quick: bool) -> ReproResult:
                    f"{metrics['parameters']} parameters, trained in {metrics['train_seconds']:.0f} s " \
                    f"({metrics['seconds_per_step']:.2f} s/step)"
             result.notes.append(note + (" — DIVERGED" if "diverged" in metrics else ""))
+    counts = np.bincount(np.concatenate([task.get_batch("val", i, batch)["labels"].numpy()
+                                         for i in range(math.ceil(eval_images / batch))]), minlength=len(SHAPES))
+    result.details["val_majority_rate"] = float(counts.max() / counts.sum())
+    result.notes.append(f"majority-class rate of the validation images {counts.max() / counts.sum():.3f} "
+                        f"(class counts {counts.tolist()})")
     result.notes.append(f"chance accuracy is {1 / len(SHAPES):.2f}; sequence length {task.seq_len}; "
                         f"{eval_images} validation images; wall {result.details['wall_seconds']:.0f} s")
     if quick:
