@@ -97,3 +97,14 @@ def test_every_registered_causal_mixer_trains_in_a_model():
         assert model.loss(batch) < before, name
         mixer_grads = [p.grad for p in model.blocks[0].mixer.parameters() if p.requires_grad]
         assert any(g is not None and g.abs().sum() > 0 for g in mixer_grads), name
+
+
+def test_continuous_input_adapter_does_not_drown_the_input():
+    """The continuous adapter's bias starts at zero, so the embedding of x is proportional to x at init (a default
+    nn.Linear bias of U(±1/√input_dim) beside 0.02-scale weights made every input look almost the same)."""
+    torch.manual_seed(0)
+    model = CausalLM(ModelConfig(vocab_size=1, d_model=32, n_layers=1, mixer="attention", input_dim=1, output_dim=2))
+    x = torch.randn(1, 5, 1)
+    emb = model.embed_inputs(x)
+    torch.testing.assert_close(model.embed_inputs(2 * x), 2 * emb)
+    assert torch.count_nonzero(model.embed.bias) == 0

@@ -92,6 +92,10 @@ class CausalLM(nn.Module):
         std = self.cfg.init_std
         for module in (self.embed, self.head):
             nn.init.normal_(module.weight, std=std)
+            if getattr(module, "bias", None) is not None:
+                # the continuous input adapter (nn.Linear) must not keep PyTorch's U(±1/√input_dim) bias beside a
+                # 0.02-scale weight: with few input features the constant bias drowned the input signal
+                nn.init.zeros_(module.bias)
         for block in self.blocks:
             if block.ffn is not None:
                 for lin in block.ffn.modules():
