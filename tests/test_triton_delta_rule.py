@@ -13,14 +13,10 @@ packing against running each sequence on its own.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from interpreter_subprocess import run_under_interpreter
 
 from seqzoo.core.errors import SeqzooError
 from seqzoo.ops import delta_rule
@@ -159,10 +155,7 @@ def interpreter_checks():
 @pytest.mark.skipif(not HAS_TRITON, reason="needs Triton")
 @pytest.mark.skipif(CUDA, reason="the CUDA tests above cover it")
 def test_interpreter_on_cpu():
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    done = run_under_interpreter(__file__)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "interpreter checks passed" in done.stdout
 

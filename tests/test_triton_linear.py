@@ -16,14 +16,13 @@ a subprocess with ``TRITON_INTERPRET=1`` (or in-process when pytest itself runs 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import zlib
 
 import pytest
 import torch
 import torch.nn.functional as F
+from interpreter_subprocess import run_under_interpreter
 
 pytest.importorskip("triton")
 
@@ -251,11 +250,7 @@ def test_interpreter(name, monkeypatch):
 @pytest.mark.skipif(CUDA or interpreting(), reason="CUDA runs the GPU tests; interpreter mode runs them in-process")
 def test_interpreter_subprocess():
     """The tiny cases through Triton's CPU interpreter, in a subprocess that has TRITON_INTERPRET=1 set."""
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=root)
+    proc = run_under_interpreter(__file__)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert f"{len(TINY)} cases passed" in proc.stdout, proc.stdout[-4000:]
 
