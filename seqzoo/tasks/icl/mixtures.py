@@ -50,7 +50,7 @@ from torch import Tensor
 
 from ...core.errors import SeqzooError, choice_error
 from .learners import knn, ols, prefix_predictions
-from .regression import SPLITS, Blend, ICLRegression, Prompts
+from .regression import Blend, ICLRegression, Prompts
 
 MIXTURE_CLASSES = ("linear", "sparse_linear", "relu_nn", "decision_tree", "sinusoid")
 LINEAR_CLASSES = ("linear", "sparse_linear")
@@ -103,39 +103,6 @@ class MixtureICL(ICLRegression):
         if self.normalise:
             values = values / math.sqrt(self.sampler.scale(kind, self.x_distribution))
         return values
-
-    # -- sampling -------------------------------------------------------------------------------------------------
-    def sample(self, split: str, index: int, batch_size: int, *, n_points: int | None = None) -> Prompts:
-        if split not in SPLITS:
-            raise choice_error("split", split, SPLITS)
-        n = n_points or self.n_points
-        rng = np.random.default_rng([self.seed, SPLITS[split], index])
-        if self.x_distribution == "normal":
-            xs = rng.standard_normal((batch_size, n, self.d))
-        else:
-            xs = rng.uniform(-1.0, 1.0, (batch_size, n, self.d))
-        if split == "train" and self.curriculum is not None:
-            xs[..., self.active_dims(index):] = 0.0
-        if isinstance(self.function, Blend):
-            b = self.function
-            fs = b.alpha * self.draw(b.a, rng, xs) + (1 - b.alpha) * self.draw(b.b, rng, xs)
-            scale = np.full(batch_size, b.alpha ** 2 * self.class_scale(b.a)
-                            + (1 - b.alpha) ** 2 * self.class_scale(b.b))
-            kinds = [f"{b.alpha:g}·{b.a}+{1 - b.alpha:g}·{b.b}"] * batch_size
-        else:
-            names = list(self.function)
-            choice = rng.choice(len(names), size=batch_size, p=[self.function[k] for k in names])
-            fs = np.zeros((batch_size, n))
-            scale = np.zeros(batch_size)
-            for j, name in enumerate(names):
-                rows = np.flatnonzero(choice == j)
-                if len(rows):
-                    fs[rows] = self.draw(name, rng, xs[rows])
-                    scale[rows] = self.class_scale(name)
-            kinds = [names[j] for j in choice]
-        ys = fs + self.noise_std * rng.standard_normal(fs.shape)
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-        return Prompts(t(xs), t(ys), t(fs), t(scale), kinds)
 
     # -- reference learners ---------------------------------------------------------------------------------------
     def second_moment(self) -> float:

@@ -204,6 +204,14 @@ class ICLRegression:
                           f"classes: {', '.join(cls.CLASSES)}")
 
     # -- sampling -------------------------------------------------------------------------------------------------
+    def draw(self, kind: str, rng: np.random.Generator, xs: np.ndarray) -> np.ndarray:
+        """One function of class ``kind`` per row of ``xs [B, n, d]``, evaluated there: ``[B, n]``."""
+        return self.sampler(kind, rng, xs)
+
+    def class_scale(self, kind: str) -> float:
+        """E f² of class ``kind`` as drawn (the normaliser of the reported error)."""
+        return self.sampler.scale(kind, self.x_distribution)
+
     def sample(self, split: str, index: int, batch_size: int, *, n_points: int | None = None) -> Prompts:
         """The prompts of batch ``index`` of ``split`` (float64 tensors)."""
         if split not in SPLITS:
@@ -218,9 +226,9 @@ class ICLRegression:
             xs[..., self.active_dims(index):] = 0.0   # Garg et al.'s curriculum: the last coordinates stay 0
         if isinstance(self.function, Blend):
             b = self.function
-            fs = b.alpha * self.sampler(b.a, rng, xs) + (1 - b.alpha) * self.sampler(b.b, rng, xs)
-            scale = np.full(batch_size, b.alpha ** 2 * self.sampler.scale(b.a, self.x_distribution)
-                            + (1 - b.alpha) ** 2 * self.sampler.scale(b.b, self.x_distribution))
+            fs = b.alpha * self.draw(b.a, rng, xs) + (1 - b.alpha) * self.draw(b.b, rng, xs)
+            scale = np.full(batch_size,
+                            b.alpha ** 2 * self.class_scale(b.a) + (1 - b.alpha) ** 2 * self.class_scale(b.b))
             kinds = [f"{b.alpha:g}·{b.a}+{1 - b.alpha:g}·{b.b}"] * batch_size
         else:
             names = list(self.function)
@@ -230,8 +238,8 @@ class ICLRegression:
             for j, name in enumerate(names):
                 rows = np.flatnonzero(choice == j)
                 if len(rows):
-                    fs[rows] = self.sampler(name, rng, xs[rows])
-                    scale[rows] = self.sampler.scale(name, self.x_distribution)
+                    fs[rows] = self.draw(name, rng, xs[rows])
+                    scale[rows] = self.class_scale(name)
             kinds = [names[j] for j in choice]
         ys = fs + self.noise_std * rng.standard_normal(fs.shape)
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
