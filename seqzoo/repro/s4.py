@@ -117,9 +117,10 @@ class PooledClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = CausalLM(cfg)
-        # S4's encoder is a plain nn.Linear(d_input, H): weight and bias both U(−1/√d_input, 1/√d_input). CausalLM
-        # gives its continuous adapter a token-embedding weight (std 0.02) beside that default bias, which buries
-        # a one-channel pixel value under a constant vector (the second design's failure); undo that here.
+        # S4's encoder is a plain nn.Linear(d_input, H): weight and bias both U(−1/√d_input, 1/√d_input); the
+        # recorded run used that init. (CausalLM's own adapter init, std-0.02 weight, used to keep PyTorch's default
+        # bias beside it, which buried the pixel under a constant vector — the second design's failure; CausalLM
+        # now zeroes that bias, so this reset only selects S4's encoder init.)
         if cfg.input_dim is not None:
             self.backbone.embed.reset_parameters()
 

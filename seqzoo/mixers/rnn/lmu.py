@@ -114,11 +114,11 @@ def kernel_spectrum(kernel: Tensor) -> Tensor:
     return torch.fft.rfft(kernel.T.contiguous(), n=2 * kernel.shape[0], dim=-1)
 
 
-def causal_fft_conv(u: Tensor, kernel: Tensor, kernel_f: Tensor | None = None) -> Tensor:
+def causal_fft_conv(u: Tensor, kernel: Tensor | None = None, kernel_f: Tensor | None = None) -> Tensor:
     """``out[b, t, c, :] = Σ_{j≤t} kernel[j, :] · u[b, t−j, c]`` for ``u [B, T, C]``, ``kernel [T, d]`` →
     ``[B, T, C, d]``, with real FFTs of length 2T (so the circular convolution does not wrap). The transforms run
     along the last, contiguous axis (much faster than along axis 0 on CPU); ``kernel_f`` may pass the kernel's
-    spectrum when it is cached."""
+    spectrum instead of ``kernel`` when it is cached."""
     length = u.shape[1]
     n_fft = 2 * length
     if kernel_f is None:
@@ -217,7 +217,7 @@ class LMU(Mixer):
                 out.append(m)
             return torch.stack(out, dim=1), m
         length = u.shape[1]
-        m = causal_fft_conv(u, None, self.kernel_spectrum(length, u.dtype, u.device))
+        m = causal_fft_conv(u, kernel_f=self.kernel_spectrum(length, u.dtype, u.device))
         if m0.requires_grad or bool((m0 != 0).any()):  # the free response Ā^t m0, t = 1 … T
             m = m + power_sequence(a_bar, m0 @ a_bar.T, length).transpose(1, 2)
         return m, m[:, -1]
