@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import torch
 
@@ -50,3 +52,14 @@ def int_option(repro_id: str, name: str, value, default: int) -> int:
     if out < 0 or (name != "seed" and out == 0):
         raise SeqzooError(f"{repro_id} option {name} must be positive, got {value!r}")
     return out
+
+
+def run_processes(fn, jobs: list[dict], workers: int) -> list:
+    """``[fn(**job) for job in jobs]``, ``workers`` at a time in fresh (spawned) processes, or in this process when
+    ``workers`` ≤ 1. ``fn`` must be a module-level function and its results picklable. Independent training runs
+    of a reproduction use this to share a machine (several small models on one GPU, or several CPU cores)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(**job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(fn, **job) for job in jobs]
+        return [f.result() for f in futures]

@@ -23,7 +23,8 @@ than absolute numbers): at n = 4, CoT ≥ 0.90 ("≈ solved"); at n = 4, direct 
 widens with length). Quick mode: a tiny model and a few steps; its checks are not meant to hold.
 
 Options (``seqzoo repro cot-theory --set key=value``): ``device`` (``cpu`` by default, ``cuda`` on a GPU),
-``steps``, ``batch`` (prompts per step), ``threads`` (torch CPU threads, default 1), ``seed``.
+``steps``, ``batch`` (prompts per step), ``threads`` (torch CPU threads, default 1), ``seed``, ``workers`` (2 trains
+the direct and the CoT model at once in two processes, e.g. sharing one GPU; default 1).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from ..tasks.cot import Arithmetic
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
-from .common import int_option
+from .common import int_option, run_processes
 
 MODULUS, NUM_OPS = 11, 4
 D_MODEL, N_LAYERS, N_HEADS = 64, 3, 4
@@ -54,8 +55,9 @@ def _int_option(name: str, value, default: int) -> int:
 
 
 def train_format(fmt: str, *, num_ops: int, d_model: int, n_layers: int, steps: int, batch: int, seed: int,
-                 device: str, eval_size: int) -> dict:
+                 device: str, eval_size: int, threads: int = 1) -> dict:
     """Train one model on one format; answer accuracy per operator count, wall and CPU time."""
+    torch.set_num_threads(threads)
     task = Arithmetic(num_ops=num_ops, min_ops=1, modulus=MODULUS, fmt=fmt, seed=seed)
     cfg = ModelConfig(vocab_size=task.vocab_size, d_model=d_model, n_layers=n_layers, mixer="attention",
                       mixer_options={"attention": {"n_heads": min(N_HEADS, d_model // 4)}})
@@ -84,11 +86,13 @@ def train_format(fmt: str, *, num_ops: int, d_model: int, n_layers: int, steps: 
                 claim="On arithmetic over F_11, a small transformer answering directly falls toward chance as "
                       "expressions grow, while the same transformer writing a step-by-step derivation stays "
                       "near-perfect.")
-def run(quick: bool, *, device: str = "cpu", steps=None, batch=None, threads=None, seed=None) -> ReproResult:
+def run(quick: bool, *, device: str = "cpu", steps=None, batch=None, threads=None, seed=None,
+        workers=None) -> ReproResult:
     if str(device) not in ("cpu", "cuda", "auto"):
         raise SeqzooError(f"cot-theory option device must be cpu, cuda or auto, got {device!r}")
     threads = _int_option("threads", threads, 1)
     seed = _int_option("seed", seed, 0)
+    workers = _int_option("workers", workers, 1)
     torch.set_num_threads(threads)
     if quick:
         q = QUICK
@@ -98,8 +102,9 @@ def run(quick: bool, *, device: str = "cpu", steps=None, batch=None, threads=Non
         d_model, n_layers, eval_size, num_ops = D_MODEL, N_LAYERS, EVAL, NUM_OPS
         steps, batch = _int_option("steps", steps, STEPS), _int_option("batch", batch, BATCH)
     start = time.perf_counter()
-    runs = {fmt: train_format(fmt, num_ops=num_ops, d_model=d_model, n_layers=n_layers, steps=steps, batch=batch,
-                              seed=seed, device=device, eval_size=eval_size) for fmt in ("direct", "cot")}
+    jobs = [dict(fmt=fmt, num_ops=num_ops, d_model=d_model, n_layers=n_layers, steps=steps, batch=batch, seed=seed,
+                 device=device, eval_size=eval_size, threads=threads) for fmt in ("direct", "cot")]
+    runs = {job["fmt"]: out for job, out in zip(jobs, run_processes(train_format, jobs, workers))}
     direct, cot = runs["direct"]["answer_accuracy"], runs["cot"]["answer_accuracy"]
     chance = 1.0 / MODULUS
     result = ReproResult("cot-theory")
@@ -107,7 +112,7 @@ def run(quick: bool, *, device: str = "cpu", steps=None, batch=None, threads=Non
                           setup={"modulus": MODULUS, "num_ops": num_ops, "d_model": d_model, "n_layers": n_layers,
                                  "n_heads": min(N_HEADS, d_model // 4), "steps": steps, "batch": batch, "lr": LR,
                                  "weight_decay": WEIGHT_DECAY, "eval_per_length": eval_size, "device": str(device),
-                                 "threads": threads, "seed": seed})
+                                 "threads": threads, "seed": seed, "workers": workers})
     longest = num_ops
     result.check(f"CoT answer accuracy at n = {longest} operators", cot[longest],
                  f"≥ {COT_SOLVED} (paper: 99.98 % at n = 6)", cot[longest] >= COT_SOLVED)

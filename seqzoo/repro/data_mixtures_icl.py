@@ -29,7 +29,8 @@ shortened run in which every model still predicted ≈ 0, so that checks 1–4 c
    an intermediate α (the largest error over α ∈ {¼, ½, ¾} exceeds the errors at both ends, which are in the
    mixture).
 Quick mode: a tiny model and a few steps (the test suite's smoke run; checks not meant to hold).
-Options: ``steps``, ``device`` (``cpu``/``cuda``), ``threads`` (torch threads on CPU, default 1).
+Options: ``steps``, ``device`` (``cpu``/``cuda``), ``threads`` (torch threads on CPU, default 1), ``workers``
+(models trained at once in separate processes, e.g. sharing one GPU; default 1).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ..tasks.icl.regression import Blend
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
+from .common import run_processes
 
 D, N_POINTS, SPARSITY = 5, 11, 2
 D_MODEL, N_LAYERS, N_HEADS = 64, 2, 4
@@ -63,7 +65,12 @@ def task(function, seed: int = 0) -> MixtureICL:
     return MixtureICL(d=D, n_points=N_POINTS, function=function, sparsity=SPARSITY, seed=seed)
 
 
-def train_model(function, *, d_model: int, n_layers: int, steps: int, batch: int, device: str) -> CausalLM:
+def train_model(function, *, d_model: int, n_layers: int, steps: int, batch: int, device: str,
+                threads: int = 0) -> tuple[CausalLM, float]:
+    """Train one model on ``function``'s prompts; the model (on the CPU) and its training seconds."""
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
     torch.manual_seed(0)
     model = CausalLM(ModelConfig(vocab_size=1, d_model=d_model, n_layers=n_layers, mixer="attention",
                                  mixer_options={"attention": {"n_heads": N_HEADS}}, input_dim=D + 1, output_dim=1))
@@ -72,7 +79,7 @@ def train_model(function, *, d_model: int, n_layers: int, steps: int, batch: int
                       log_every=max(1, steps // 10), device=device)
     with tempfile.TemporaryDirectory(prefix="seqzoo-mixtures-") as out_dir:
         Trainer(model, task(function), cfg, out_dir).fit()
-    return model.cpu()
+    return model.cpu(), time.perf_counter() - start
 
 
 def error_curves(models: dict, function, *, batches: int, batch: int, bayes: bool = True) -> dict[str, list]:
@@ -107,26 +114,26 @@ def _fmt(curve: list) -> str:
                 claim="Pretrained on a mixture of dense and sparse linear functions, a transformer selects the class "
                       "in context and is near each class's specialist; on convex combinations outside its "
                       "pretraining mixture (linear + sinusoid) its error peaks at intermediate mixing weights.")
-def run(quick: bool, *, steps=None, device="cpu", threads=1) -> ReproResult:
+def run(quick: bool, *, steps=None, device="cpu", threads=1, workers=1) -> ReproResult:
     q = QUICK
     d_model, n_layers, batch = (q["d_model"], q["n_layers"], q["batch"]) if quick else (D_MODEL, N_LAYERS, BATCH)
     eval_batches, eval_batch = (q["eval_batches"], q["eval_batch"]) if quick else (EVAL_BATCHES, EVAL_BATCH)
     try:
         steps = int(steps) if steps is not None else (q["steps"] if quick else STEPS)
-        threads = int(threads)
+        threads, workers = int(threads), int(workers)
     except ValueError:
-        raise SeqzooError(f"steps and threads must be integers, got steps={steps!r}, threads={threads!r}") from None
+        raise SeqzooError(f"steps, threads and workers must be integers, got steps={steps!r}, threads={threads!r}, "
+                          f"workers={workers!r}") from None
     if device not in ("cpu", "cuda"):
         raise SeqzooError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cpu":
         torch.set_num_threads(threads)
     start, cpu = time.perf_counter(), time.process_time()
-    models, train_seconds = {}, {}
-    for name, function in PRETRAIN.items():
-        t = time.perf_counter()
-        models[name] = train_model(function, d_model=d_model, n_layers=n_layers, steps=steps, batch=batch,
-                                   device=device)
-        train_seconds[name] = time.perf_counter() - t
+    jobs = [dict(function=function, d_model=d_model, n_layers=n_layers, steps=steps, batch=batch, device=device,
+                 threads=threads if device == "cpu" else 0) for function in PRETRAIN.values()]
+    trained = dict(zip(PRETRAIN, run_processes(train_model, jobs, workers)))
+    models = {name: model for name, (model, _) in trained.items()}
+    train_seconds = {name: seconds for name, (_, seconds) in trained.items()}
     in_dist = {name: error_curves({k: models[k] for k in "ABC"}, name, batches=eval_batches, batch=eval_batch)
                for name in ("linear", "sparse_linear")}
     ood = {a: error_curves({"D": models["D"]}, Blend("linear", "sinusoid", a), batches=eval_batches,
@@ -141,6 +148,7 @@ def run(quick: bool, *, steps=None, device="cpu", threads=1) -> ReproResult:
                           cpu_seconds=time.process_time() - cpu,
                           setup={"d": D, "n_points": N_POINTS, "sparsity": SPARSITY, "d_model": d_model,
                                  "n_layers": n_layers, "steps": steps, "batch": batch, "lr": LR, "device": device,
+                                 "workers": workers,
                                  "eval_prompts": eval_batches * eval_batch})
     dense, sparse = err["linear"], err["sparse_linear"]
     result.check("the specialists learned in context (A on dense, B on sparse; the zero predictor scores 1)",

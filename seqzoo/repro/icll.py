@@ -26,7 +26,7 @@ beside them, not checked. Quick mode: a tiny model and a few steps; its checks a
 
 Options (``seqzoo repro icll --set key=value``): ``models`` (comma list, ``attention`` first), ``device`` (``cpu``
 default, ``cuda``), ``steps``, ``batch`` (prompts per step), ``threads`` (torch CPU threads, default 1),
-``seed``.
+``seed``, ``workers`` (models trained at once in separate processes, e.g. sharing one GPU; default 1).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ..tasks.icll import ICLL
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
-from .common import int_option
+from .common import int_option, run_processes
 
 SEQ_LEN, MAX_STRING = 256, 20
 MODELS = ("attention", "linear_attention", "retention")
@@ -74,8 +74,9 @@ def _models(value) -> list[str]:
 
 
 def train_one(mixer: str, task: ICLL, *, d_model: int, n_layers: int, steps: int, batch: int, seed: int,
-              device: str, eval_batches: int, eval_batch: int) -> dict:
+              device: str, eval_batches: int, eval_batch: int, threads: int = 1) -> dict:
     """Train one model on the task; its DFA-validity accuracy, parameters, state size and times."""
+    torch.set_num_threads(threads)
     cfg = ModelConfig(vocab_size=task.vocab_size, d_model=d_model, n_layers=n_layers, mixer=mixer)
     torch.manual_seed(seed)
     model = CausalLM(cfg)
@@ -95,11 +96,12 @@ def train_one(mixer: str, task: ICLL, *, d_model: int, n_layers: int, steps: int
                 claim="On in-context learning of random DFA languages (REGBENCH), a transformer's next-token "
                       "predictions are valid far more often than those of recurrent models trained the same way.")
 def run(quick: bool, *, models=None, device: str = "cpu", steps=None, batch=None, threads=None,
-        seed=None) -> ReproResult:
+        seed=None, workers=None) -> ReproResult:
     if str(device) not in ("cpu", "cuda", "auto"):
         raise SeqzooError(f"icll option device must be cpu, cuda or auto, got {device!r}")
     names = _models(models)
     threads, seed = _int_option("threads", threads, 1), _int_option("seed", seed, 0)
+    workers = _int_option("workers", workers, 1)
     torch.set_num_threads(threads)
     if quick:
         q = QUICK
@@ -113,15 +115,17 @@ def run(quick: bool, *, models=None, device: str = "cpu", steps=None, batch=None
     start = time.perf_counter()
     task = ICLL(seq_len=seq_len, max_len=max_len, seed=seed)
     baselines = task.baselines(split="val", batches=eval_batches, batch_size=eval_batch)
-    runs = {m: train_one(m, task, d_model=d_model, n_layers=n_layers, steps=steps, batch=batch, seed=seed,
-                         device=device, eval_batches=eval_batches, eval_batch=eval_batch) for m in names}
+    jobs = [dict(mixer=m, task=task, d_model=d_model, n_layers=n_layers, steps=steps, batch=batch, seed=seed,
+                 device=device, eval_batches=eval_batches, eval_batch=eval_batch, threads=threads) for m in names]
+    runs = dict(zip(names, run_processes(train_one, jobs, workers)))
     acc = {m: r["dfa_accuracy"] for m, r in runs.items()}
     result = ReproResult("icll")
     result.details.update(runs=runs, baselines=baselines, wall_seconds=time.perf_counter() - start,
                           setup={"seq_len": seq_len, "max_string_len": max_len, "d_model": d_model,
                                  "n_layers": n_layers, "steps": steps, "batch": batch, "lr": LR,
                                  "weight_decay": WEIGHT_DECAY, "eval_prompts": eval_batches * eval_batch,
-                                 "models": names, "device": str(device), "threads": threads, "seed": seed})
+                                 "models": names, "device": str(device), "threads": threads, "seed": seed,
+                                 "workers": workers})
     best = max(acc, key=acc.get)
     ranking = ", ".join(f"{m} {a:.3f}" for m, a in sorted(acc.items(), key=lambda kv: -kv[1]))
     result.check("model with the highest DFA-validity accuracy", ranking, "attention (paper: transformers best)",

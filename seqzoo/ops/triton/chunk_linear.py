@@ -101,7 +101,7 @@ def _chunk_span(i_t, i_b, T, cu_seqlens, chunk_indices, BT: tl.constexpr, IS_VAR
 
 
 @triton.jit
-def _fwd_state_kernel(k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T,
+def _fwd_state_kernel(k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T, T_BUCKET,
                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                       BV: tl.constexpr, HAS_G: tl.constexpr, HAS_H0: tl.constexpr, IS_VARLEN: tl.constexpr,
                       PREC: tl.constexpr):
@@ -137,7 +137,7 @@ def _fwd_state_kernel(k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T,
 
 
 @triton.jit
-def _fwd_output_kernel(q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T,
+def _fwd_output_kernel(q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T, T_BUCKET,
                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                        BV: tl.constexpr, HAS_G: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
     """O_c = s [diag(e^b) Q h_c + (Q Kᵀ ⊙ D) V] for one chunk, one head and one block of V."""
@@ -173,7 +173,7 @@ def _fwd_output_kernel(q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T,
 
 
 @triton.jit
-def _bwd_state_kernel(q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
+def _bwd_state_kernel(q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, T_BUCKET,
                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                       BV: tl.constexpr, HAS_G: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
                       IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
@@ -213,7 +213,7 @@ def _bwd_state_kernel(q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, 
 
 
 @triton.jit
-def _bwd_grad_kernel(q, k, v, g, h, do, dh, dq, dk, dv, db, cu_seqlens, chunk_indices, scale, T,
+def _bwd_grad_kernel(q, k, v, g, h, do, dh, dq, dk, dv, db, cu_seqlens, chunk_indices, scale, T, T_BUCKET,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, HAS_G: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
     """dq, dk, dv of one chunk and head (all of K, a loop over blocks of V), and db_t = q_t·dq_t − k_t·dk_t."""
@@ -310,7 +310,14 @@ def _pow2(n: int, low: int = 16) -> int:
     return max(low, triton.next_power_of_2(n))
 
 
-_KEY = ["T", "H", "K", "V", "BT"]
+# Tuned once per head shape and length bucket: keying on the exact T would re-tune (seconds per kernel) for every new
+# sequence or packed-batch length; the best block sizes change with the order of magnitude of T, not with T itself.
+_KEY = ["T_BUCKET", "H", "K", "V", "BT"]
+
+
+def _t_bucket(T: int) -> int:
+    """Autotuning bucket of a sequence length: the power of two ≥ T, clamped to [256, 16384]."""
+    return min(16384, max(256, triton.next_power_of_2(T)))
 
 
 def _configs(blocks, warps_stages):
@@ -374,12 +381,12 @@ def _forward(q, k, v, g, h0, cu_seqlens, scale, BT):
     h = torch.empty(n_total, H, K, V, dtype=q.dtype, device=q.device)
     ht = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device)
     _fwd_state[lambda m: (triton.cdiv(K, m["BK"]), triton.cdiv(V, m["BV"]), N * H)](
-        k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T, H=H, K=K, V=V, BT=BT, HAS_G=g is not None,
-        HAS_H0=h0 is not None, IS_VARLEN=varlen, PREC=prec, **_blocks(K, V))
+        k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T, _t_bucket(T), H=H, K=K, V=V, BT=BT,
+        HAS_G=g is not None, HAS_H0=h0 is not None, IS_VARLEN=varlen, PREC=prec, **_blocks(K, V))
     o = torch.empty_like(v)
     _fwd_output[lambda m: (triton.cdiv(V, m["BV"]), n_grid, B * H)](
-        q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T, H=H, K=K, V=V, BT=BT, HAS_G=g is not None,
-        IS_VARLEN=varlen, PREC=prec, **_blocks(K, V))
+        q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T, _t_bucket(T), H=H, K=K, V=V, BT=BT,
+        HAS_G=g is not None, IS_VARLEN=varlen, PREC=prec, **_blocks(K, V))
     return o, ht, h, (chunk_offsets, chunk_indices, N, n_grid)
 
 
@@ -392,14 +399,14 @@ def _backward(q, k, v, g, h, h0, ht, do, dht, cu_seqlens, tables, scale, BT):
     dh = torch.empty_like(h)
     dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if h0 is not None else None
     _bwd_state[lambda m: (triton.cdiv(K, m["BK"]), triton.cdiv(V, m["BV"]), N * H)](
-        q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, H=H, K=K, V=V, BT=BT, HAS_G=g is not None,
-        HAS_DHT=dht is not None, STORE_DH0=h0 is not None, IS_VARLEN=varlen, PREC=prec, **_blocks(K, V))
+        q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, _t_bucket(T), H=H, K=K, V=V, BT=BT,
+        HAS_G=g is not None, HAS_DHT=dht is not None, STORE_DH0=h0 is not None, IS_VARLEN=varlen, PREC=prec, **_blocks(K, V))
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     db = torch.empty(B, T, H, dtype=torch.float32, device=q.device) if g is not None else None
     grad_blocks = {"BV": min(64, _pow2(V))} if interpreting() else {}
     _bwd_grad[(n_grid, B * H)](
-        q, k, v, g, h, do, dh, dq, dk, dv, db, cu_seqlens, chunk_indices, scale, T, H=H, K=K, V=V, BT=BT,
-        BK=_pow2(K), HAS_G=g is not None, IS_VARLEN=varlen, PREC=prec, **grad_blocks)
+        q, k, v, g, h, do, dh, dq, dk, dv, db, cu_seqlens, chunk_indices, scale, T, _t_bucket(T), H=H, K=K,
+        V=V, BT=BT, BK=_pow2(K), HAS_G=g is not None, IS_VARLEN=varlen, PREC=prec, **grad_blocks)
     dg = None
     if g is not None:
         dg = torch.empty_like(db)
