@@ -59,7 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new", type=int, default=256)
-    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--batches", default="1,64", help="batch sizes of part 1 ('' skips part 1)")
     ap.add_argument("--contexts", default="1024,32768")
     ap.add_argument("--context-mixers", default="attention,deltanet,mamba")
     ap.add_argument("--json", default=None)
@@ -76,7 +76,8 @@ def main() -> None:
     if hf is not None:
         hf.eval()
     rows = []
-    for batch in map(int, args.batches.split(",")):
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    for batch in batches:
         prompt = torch.randint(0, 32000, (batch, args.prompt), device=device)
         graph_decoder = StaticGreedyDecoder(ours, graph=True)
         compiled_decoder = StaticGreedyDecoder(ours, graph=True, compile=True)
@@ -96,17 +97,31 @@ def main() -> None:
                              "error": f"{type(err).__name__}: {str(err)[:300]}"})
             print(rows[-1], flush=True)
     # check that the graph decoder and the plain loop agree on the tokens (bf16: compare the first few)
-    prompt = torch.randint(0, 32000, (1, args.prompt), device=device)
+    agreement = check_agreement(ours, args.prompt, device) if batches else (None, None)
+    del ours
+    torch.cuda.empty_cache()
+    part_two(args, device, dtype, rows, agreement)
+
+
+def check_agreement(ours, prompt_len: int, device) -> None:
+    from seqzoo.generation.static_decode import StaticGreedyDecoder
+
+    prompt = torch.randint(0, 32000, (1, prompt_len), device=device)
     graph_tokens = StaticGreedyDecoder(ours, graph=True).decode(prompt, 16)
     loop_tokens = StaticGreedyDecoder(ours, graph=False).decode(prompt, 16)
     compiled_tokens = StaticGreedyDecoder(ours, graph=True, compile=True).decode(prompt, 16)
     agree = float((graph_tokens == loop_tokens).float().mean())
     agree_compiled = float((compiled_tokens == loop_tokens).float().mean())
     print(f"graph vs eager static decoding: {agree:.0%} of 16 tokens equal; compiled graph: {agree_compiled:.0%}")
+    return agree, agree_compiled
 
-    del ours
-    torch.cuda.empty_cache()
-    for mixer in args.context_mixers.split(","):
+
+def part_two(args, device, dtype, rows: list, agreement=(None, None)) -> None:
+    """Per-token decode time after a short and a long prefill, per mixer; then the summary and the JSON."""
+    from seqzoo.generation.static_decode import StaticGreedyDecoder
+    from seqzoo.models import CausalLM
+
+    for mixer in [m for m in args.context_mixers.split(",") if m.strip()]:
         torch.manual_seed(0)
         model = CausalLM(seqzoo_config(mixer)).to(device, dtype).eval()
         for context in map(int, args.contexts.split(",")):
@@ -141,7 +156,8 @@ def main() -> None:
             print(f"  {r['mixer']:10s} ctx {r['context']:6d}  {r.get('ms_per_token', float('nan')):8.3f} ms  "
                   f"{r.get('error', '')}")
     write_json(args.json, {"env": environment(), "prompt": args.prompt, "new": args.new,
-                           "graph_loop_agreement": agree, "compiled_loop_agreement": agree_compiled, "rows": rows})
+                           "graph_loop_agreement": agreement[0], "compiled_loop_agreement": agreement[1],
+                           "rows": rows})
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ each learner (÷ d, mean over k), per k for OLS and ridge.
 Checks: noiseless — the model's mean normalised error over k ≥ d is ≤ ``NEAR_ZERO`` (OLS: 0), and its SPD is
 smallest to OLS among the learners; noisy — its SPD to ridge is below its SPD to OLS (it moved toward ridge) and is
 the smallest among the learners. Quick mode: a tiny model and a few steps; its checks are not meant to hold.
+
+Options (``--set key=value``): ``device`` (``cpu`` default, ``cuda``), ``steps`` (default ``STEPS``).
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from multiprocessing import get_context
 
 import torch
 
+from ..core.errors import SeqzooError
 from ..models import CausalLM, ModelConfig
 from ..tasks.icl.learners import averaging, gd, knn, ols, prefix_predictions, ridge, tune_gd_lr
 from ..tasks.icl.regression import ICLRegression
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
+from .common import int_option
 
 D, N_POINTS, NOISE = 5, 11, 1.0
 D_MODEL, N_LAYERS, N_HEADS = 64, 3, 4
@@ -71,7 +75,7 @@ def learner_predictions(task: ICLRegression, p, tune_prompts: int) -> dict[str, 
 
 def _train_and_compare(job: tuple) -> dict:
     """Train one model on one noise level and compare it with the learners (a top-level function for workers)."""
-    noise, d_model, n_layers, steps, batch, eval_batches, eval_batch, tune_prompts, threads = job
+    noise, d_model, n_layers, steps, batch, eval_batches, eval_batch, tune_prompts, threads, device = job
     if threads:
         torch.set_num_threads(threads)
     cpu, wall = time.process_time(), time.perf_counter()
@@ -80,9 +84,10 @@ def _train_and_compare(job: tuple) -> dict:
     model = CausalLM(model_config(d_model, n_layers))
     cfg = TrainConfig(steps=steps, batch_size=batch, lr=LR, seed=0, warmup_steps=max(1, steps // 10),
                       eval_every=steps, eval_batches=2, checkpoint_every=10**9, keep_checkpoints=1, progress=False,
-                      log_every=max(1, steps // 10), device="cpu")
+                      log_every=max(1, steps // 10), device=device)
     with tempfile.TemporaryDirectory(prefix="seqzoo-repro-icl-") as out_dir:
         Trainer(model, task, cfg, out_dir).fit()
+    model = model.cpu()  # evaluated beside the reference learners on the CPU
     train_cpu = time.process_time() - cpu
     errors: dict[str, list] = {}
     spd: dict[str, list] = {}
@@ -109,17 +114,20 @@ def _fmt(values: list[float]) -> str:
                 claim="A transformer trained on in-context linear regression predicts like min-norm least squares "
                       "when labels are noiseless (error → 0 for k ≥ d) and moves toward ridge regression "
                       "(the Bayes posterior mean) when they are noisy.")
-def run(quick: bool) -> ReproResult:
+def run(quick: bool, *, device: str = "cpu", steps=None) -> ReproResult:
+    if device not in ("cpu", "cuda"):
+        raise SeqzooError(f"icl-algorithms option device must be cpu or cuda, got {device!r}")
     if quick:
         q = QUICK
-        d_model, n_layers, steps, batch = q["d_model"], q["n_layers"], q["steps"], q["batch"]
+        d_model, n_layers, default_steps, batch = q["d_model"], q["n_layers"], q["steps"], q["batch"]
         eval_batches, eval_batch, tune_prompts, workers = q["eval_batches"], q["eval_batch"], q["tune_prompts"], 1
     else:
-        d_model, n_layers, steps, batch = D_MODEL, N_LAYERS, STEPS, BATCH
+        d_model, n_layers, default_steps, batch = D_MODEL, N_LAYERS, STEPS, BATCH
         eval_batches, eval_batch, tune_prompts, workers = EVAL_BATCHES, EVAL_BATCH, TUNE_PROMPTS, WORKERS
+    steps = int_option("icl-algorithms", "steps", steps, default_steps)
     start = time.perf_counter()
-    jobs = [(noise, d_model, n_layers, steps, batch, eval_batches, eval_batch, tune_prompts, 1 if workers > 1 else 0)
-            for noise in (0.0, NOISE)]
+    jobs = [(noise, d_model, n_layers, steps, batch, eval_batches, eval_batch, tune_prompts,
+             1 if workers > 1 and device == "cpu" else 0, device) for noise in (0.0, NOISE)]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             clean, noisy = pool.map(_train_and_compare, jobs)

@@ -435,9 +435,9 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_KEY_DIM = 256
 
 
-def delta_rule_triton(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float,
-                      initial_state: Tensor | None = None,
-                      cu_seqlens: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _delta_rule_triton(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float,
+                       initial_state: Tensor | None = None,
+                       cu_seqlens: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The delta rule by the Triton kernels; inputs already validated by :func:`seqzoo.ops.delta_rule`.
 
     Args:
@@ -462,3 +462,9 @@ def delta_rule_triton(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: f
     o, sT = _DeltaRuleFunction.apply(*flat, beta.reshape(B * T, H).contiguous(), s0, cu, index, first,
                                      n_chunks, float(scale))
     return o.view(B, T, H, -1).to(v.dtype), sT
+
+
+# torch.compile (dynamo + inductor) fails to re-compile these kernels as user-defined Triton kernels (an
+# InductorError in ``_dq_dv_intra_kernel`` on torch 2.11 / Triton 3.6, seen when compiling a DeltaNet model), so a
+# compiled model calls them as an opaque eager region: the graph breaks around the op, the kernels are the same.
+delta_rule_triton = torch.compiler.disable(_delta_rule_triton)
