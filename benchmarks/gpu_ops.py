@@ -176,7 +176,13 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--floors", action="store_true", help="print the FLOP/byte floors of every op and shape and exit "
+                                                          "(no GPU needed)")
     args = ap.parse_args()
+    if args.floors:
+        print_floors(args.ops.split(","), QUICK_SHAPES if args.quick else SHAPES, *((4, 64) if args.quick else
+                                                                                     (16, 128)))
+        return
     if not torch.cuda.is_available():
         sys.exit("gpu_ops.py needs a CUDA GPU")
     device, dtype = torch.device("cuda"), torch.bfloat16
@@ -239,6 +245,62 @@ def _format(row) -> str:
     ours_s = f"{ours:8.3f}" if ours is not None else f"{'-':>8s}"
     return f"{row['op']:24s} {'B' + str(row['B']) + '·T' + str(row['T']):>11s} {row['mode']:8s} {ours_s}  {peers}" \
            + (f"  [{errs}]" if errs else "")
+
+
+# H200 ceilings measured on these machines (device notes, KINDS.md): bf16 matrix products 790 TFLOP/s, a
+# device-to-device copy 4.3 TB/s (bytes read + written); the exponential unit (MUFU) does 16 per SM per clock:
+# 132 SMs × 1.98 GHz × 16 ≈ 4.2·10¹² exp/s.
+PEAK_FLOPS, PEAK_BYTES, PEAK_EXP = 790e12, 4.3e12, 132 * 1.98e9 * 16
+CHUNK = 64
+
+
+def floor_ms(op: str, B: int, T: int, H: int, D: int, backward: bool) -> dict:
+    """Lower bounds on the time of one call: the arithmetic of the chunked algorithm at the bf16 matrix rate, the
+    unavoidable HBM traffic (inputs read once, outputs written once, bf16; fp32 gates) at the copy rate, and for the
+    selective scan the exponentials at the MUFU rate. Backward counts twice the forward's arithmetic and reads
+    the inputs and the output gradient and writes the input gradients. Returns ms per bound and their maximum.
+
+    Per token and head, with K = V = D and chunk C: linear attention 4CD (intra-chunk QKᵀ and PV) + 4D² (q·S and
+    the state update KᵀV); the delta rule adds the WY form, 4CD (KKᵀ, W = AK, U = AV: one of them counted in the
+    4CD above) + 2D² (W·S); the selective scan (Dm = H·D channels, N = ``SSM_STATE``) is element-wise: 2 exp-free
+    multiply-adds and one exp per (channel, state), no matrix product."""
+    tokens = B * T
+    if op == "selective_scan":
+        dm = H * D
+        elems = tokens * dm * SSM_STATE
+        flops, exps = 6 * elems, elems
+        io_tensors = 3  # u, delta in; y out ([tokens, Dm] each; B, C are N-wide: negligible)
+        bytes_fwd, width = io_tensors * tokens * dm * 2, dm
+    else:
+        per = 4 * CHUNK * D + 4 * D * D
+        if op == "delta_rule":
+            per += 4 * CHUNK * D + 2 * D * D
+        flops, exps = tokens * H * per, 0
+        bytes_fwd, width = 4 * tokens * H * D * 2, H * D  # q, k, v in; o out
+        if op in ("decay_linear_attention", "mamba2-ssd"):
+            bytes_fwd += tokens * H * 4
+    if backward:  # forward again (recomputed or stored) + 2× its arithmetic; read q,k,v,(gate),dO, write dq,dk,dv
+        flops, exps = 3 * flops, 2 * exps
+        bytes_total = bytes_fwd + (bytes_fwd - tokens * width * 2) * 2 + tokens * width * 2
+    else:
+        bytes_total = bytes_fwd
+    bounds = {"flops_ms": flops / PEAK_FLOPS * 1e3, "bytes_ms": bytes_total / PEAK_BYTES * 1e3,
+              "exp_ms": exps / PEAK_EXP * 1e3}
+    bounds["floor_ms"] = max(bounds.values())
+    bounds.update(gflop=flops / 1e9, mbytes=bytes_total / 1e6)
+    return bounds
+
+
+def print_floors(ops, shapes, H: int, D: int) -> None:
+    print(f"{'op':24s} {'shape':>11s} {'mode':8s} {'GFLOP':>8s} {'MB':>8s} {'flop ms':>8s} {'byte ms':>8s} "
+          f"{'exp ms':>7s} {'floor':>7s}")
+    for op in ops:
+        for B, T in shapes:
+            for backward in (False, True):
+                f = floor_ms(op, B, T, H, D, backward)
+                print(f"{op:24s} {'B' + str(B) + '·T' + str(T):>11s} {'fwd+bwd' if backward else 'fwd':8s} "
+                      f"{f['gflop']:8.1f} {f['mbytes']:8.0f} {f['flops_ms']:8.3f} {f['bytes_ms']:8.3f} "
+                      f"{f['exp_ms']:7.3f} {f['floor_ms']:7.3f}")
 
 
 def _goal(rows) -> list[str]:
