@@ -76,5 +76,20 @@ def test_repro_quick():
     causal = next(c for c in result.checks if "causality" in c.name)
     assert causal.held                                  # the probe holds even for an untrained-ish model
     assert set(result.details["r2"]) == {"transformer", "diffusion-sparse"}
+    assert result.details["setup"]["workers"] == 1
     with pytest.raises(SeqzooError, match="unknown generator"):
         entry.run(True, generators="gan")
+    # workers = 2: the same generators trained at once in spawned processes give the same numbers
+    two = entry.run(True, generators="transformer,diffusion-sparse", workers="2")
+    assert two.details["setup"]["workers"] == 2
+    assert two.details["r2"] == result.details["r2"]
+    assert [(c.name, c.measured) for c in two.checks] == [(c.name, c.measured) for c in result.checks]
+
+
+@pytest.mark.parametrize("value, message", [("0", "workers must be positive"), ("-2", "workers must be positive"),
+                                            ("two", "workers must be an integer"),
+                                            ("1.5", "workers must be an integer")])
+def test_repro_workers_option_errors(value, message):
+    with pytest.raises(SeqzooError, match=message) as err:
+        get_repro("spider-web-graphgen").run(True, workers=value)
+    assert "\n" not in str(err.value)

@@ -145,3 +145,32 @@ def test_gaussian_head_samples_coordinates_only():
     assert causality_probe(model.eval(), tokens, cond, 3)
     with pytest.raises(SeqzooError, match="head"):
         GraphWebTransformer(TOK.token_dim, 12, head="flow")
+
+
+def test_gaussian_loss_reduces_to_mse_loss_at_half_variance():
+    """The Gaussian head changes only the coordinates' squared error into their NLL: with σ² = ½ (NLL = squared
+    error + const) its loss and gradients equal the MSE head's, so the flag (stop) and adjacency channels weigh
+    exactly as in the MSE head. The former loss averaged flag + adjacency and the coordinates separately, giving
+    each coordinate (1 + M)/3 times a flag channel's weight; the model then never learned to stop."""
+    tokens, cond = _batch()
+    assert bool((tokens[..., 0] < 0).any()) and bool((tokens[..., 0] > 0).any())   # padding and node rows
+    torch.manual_seed(0)
+    gauss = GraphWebTransformer(TOK.token_dim, 12, 14, d_model=16, n_layers=1, n_heads=2, head="gaussian").double()
+    mse = GraphWebTransformer(TOK.token_dim, 12, 14, d_model=16, n_layers=1, n_heads=2, head="mse").double()
+    dim = TOK.token_dim
+    log_half = 0.5 * np.log(0.5)                                    # log σ with σ² = ½
+    with torch.no_grad():
+        gauss.out.weight[dim:] = 0.0
+        gauss.out.bias[dim:] = log_half
+        state = {k: (v[:dim] if k.startswith("out.") else v) for k, v in gauss.state_dict().items()}
+    mse.load_state_dict(state)
+    lg = gauss.loss(tokens, cond, torch.Generator().manual_seed(7))   # same condition-dropout draw for both
+    lm = mse.loss(tokens, cond, torch.Generator().manual_seed(7))
+    node_coords = 3 * int((tokens[..., 0] > 0).sum())
+    const = node_coords * (log_half - np.log(0.01)) / tokens.numel()
+    assert lg.item() == pytest.approx(lm.item() + const, rel=1e-12)
+    lg.backward()
+    lm.backward()
+    for (name, pg), (_, pm) in zip(gauss.named_parameters(), mse.named_parameters()):
+        grad = pg.grad[:dim] if name.startswith("out.") else pg.grad
+        assert torch.allclose(grad, pm.grad, rtol=1e-9, atol=1e-12), name

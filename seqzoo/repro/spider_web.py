@@ -25,8 +25,10 @@ R² of each of these three ≤ 0.1 (no better than predicting the mean); and a c
 (perturbing node token j leaves the predictions for tokens ≤ j bitwise unchanged). The other three generators are
 trained and scored on the same targets and reported beside it, not checked.
 
-Options (``--set key=value``): ``device`` (cpu, or cuda), ``threads`` (torch CPU threads, default 1), ``steps``
-(training steps per generator), ``generators`` (comma list), ``out`` (a directory for PNG plots and the R² JSON).
+Options (``--set key=value``): ``device`` (cpu, or cuda), ``threads`` (torch CPU threads per process, default 1),
+``steps`` (training steps per generator), ``generators`` (comma list), ``workers`` (generators trained and scored
+at the same time, each in its own spawned process, e.g. several sharing one GPU with ``device=cuda``; default 1,
+everything in this process; the results do not depend on it), ``out`` (a directory for PNG plots and the R² JSON).
 Quick mode: 100 webs, 20 steps, tiny models — a smoke run whose checks are not meant to hold.
 """
 
@@ -41,6 +43,7 @@ import torch
 
 from ..core.errors import SeqzooError
 from .base import ReproResult, register_repro
+from .common import int_option, run_processes
 
 N_TRAIN, N_TARGETS, MAX_NODES = 3000, 300, 32
 STEPS, BATCH, SEED, TARGET_SEED = 1200, 64, 0, 10_000
@@ -80,22 +83,50 @@ def r2_table(results: dict, names) -> str:
     return "\n".join(rows)
 
 
+def train_and_score(name: str, *, train, targets_graphs, targets: np.ndarray, scaler, steps: int, model_opts: dict,
+                    ddim: int, device: str, threads: int) -> dict:
+    """Build, train and score one generator (a module-level function, so that ``workers`` > 1 can run it in a
+    spawned process). Returns picklable results only: the R² and generated webs of :func:`evaluate_control`, the
+    timing and size, and (for ``transformer``) the causality probe on the trained model."""
+    from ..models.webs.training import build_generator, evaluate_control, train_generator, training_tensors
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(SEED)
+    gen = build_generator(name, scaler, max_nodes=MAX_NODES, **model_opts)
+    gen.model.to(device)
+    info = train_generator(gen, train, steps=steps, batch_size=BATCH, seed=SEED)
+    t0 = time.perf_counter()
+    scored = evaluate_control(gen, targets, seed=SEED, steps=ddim)
+    timing = {"train_seconds": info["train_seconds"], "eval_seconds": time.perf_counter() - t0,
+              "final_loss": info["history"][-1]["loss"],
+              "parameters": sum(p.numel() for p in gen.model.parameters())}
+    probe = None
+    if name == "transformer":
+        tokens, cond = training_tensors(gen, targets_graphs[:8])
+        gen.model.double()
+        probe = causality_probe(gen.model, tokens.double(), cond.double(), j=5)
+        gen.model.float()
+    return {"scored": scored, "timing": timing, "probe": probe}
+
+
 @register_repro("spider-web-graphgen", title="Modeling and design of heterogeneous hierarchical bioinspired spider "
                 "web structures using generative deep learning and additive manufacturing", arxiv="2304.05137",
                 claim="Conditional generators (AR graph transformer; analog diffusion, sparse and full neighbours) "
                       "produce 3D web graphs that meet 14 geometric design targets (R² node count > 0.9, mean "
                       "degree and edge length > 0.6 for the transformer); without the condition R² ≈ 0.")
-def run(quick: bool, *, device: str = "cpu", threads=1, steps=None, generators=None, out=None) -> ReproResult:
-    from ..models.webs.training import GENERATORS, build_generator, evaluate_control, train_generator, \
-        training_tensors
+def run(quick: bool, *, device: str = "cpu", threads=1, steps=None, generators=None, out=None,
+        workers=None) -> ReproResult:
+    from ..models.webs.training import GENERATORS
     from ..tasks.webs.features import FEATURE_NAMES, FeatureScaler, feature_matrix
     from ..tasks.webs.procedural import web_dataset
 
-    torch.set_num_threads(int(threads))
+    threads = int_option("spider-web-graphgen", "threads", threads, 1)
+    workers = int_option("spider-web-graphgen", "workers", workers, 1)
+    torch.set_num_threads(threads)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise SeqzooError(f"device={device} asked for, but CUDA is not available; use device=cpu")
     n_train, n_targets = (QUICK["n_train"], QUICK["n_targets"]) if quick else (N_TRAIN, N_TARGETS)
-    n_steps = int(steps) if steps is not None else (QUICK["steps"] if quick else STEPS)
+    n_steps = int_option("spider-web-graphgen", "steps", steps, QUICK["steps"] if quick else STEPS)
     model_opts = QUICK["model"] if quick else MODEL
     ddim = QUICK["ddim"] if quick else DDIM_STEPS
     names = [g.strip() for g in generators.split(",")] if isinstance(generators, str) else list(GENERATOR_ORDER)
@@ -108,26 +139,18 @@ def run(quick: bool, *, device: str = "cpu", threads=1, steps=None, generators=N
     targets = feature_matrix(targets_graphs)
     scaler = FeatureScaler.fit(feature_matrix(train))
     result = ReproResult("spider-web-graphgen")
-    results, timing = {}, {}
-    for name in names:
-        torch.manual_seed(SEED)
-        gen = build_generator(name, scaler, max_nodes=MAX_NODES, **model_opts)
-        gen.model.to(device)
-        info = train_generator(gen, train, steps=n_steps, batch_size=BATCH, seed=SEED)
-        t0 = time.perf_counter()
-        results[name] = evaluate_control(gen, targets, seed=SEED, steps=ddim)
-        timing[name] = {"train_seconds": info["train_seconds"], "eval_seconds": time.perf_counter() - t0,
-                        "final_loss": info["history"][-1]["loss"],
-                        "parameters": sum(p.numel() for p in gen.model.parameters())}
-        if name == "transformer":
-            tokens, cond = training_tensors(gen, targets_graphs[:8])
-            gen.model.double()
-            probe = causality_probe(gen.model, tokens.double(), cond.double(), j=5)
-            gen.model.float()
+    jobs = [dict(name=name, train=train, targets_graphs=targets_graphs, targets=targets, scaler=scaler,
+                 steps=n_steps, model_opts=model_opts, ddim=ddim, device=str(device), threads=threads)
+            for name in names]
+    runs = dict(zip(names, run_processes(train_and_score, jobs, workers)))
+    results = {name: r["scored"] for name, r in runs.items()}
+    timing = {name: r["timing"] for name, r in runs.items()}
+    probe = runs["transformer"]["probe"] if "transformer" in runs else None
     wall = time.perf_counter() - start
     result.details.update(
         setup={"n_train": n_train, "n_targets": n_targets, "max_nodes": MAX_NODES, "steps": n_steps, "batch": BATCH,
-               "model": model_opts, "ddim_steps": ddim, "device": str(device), "threads": int(threads)},
+               "model": model_opts, "ddim_steps": ddim, "device": str(device), "threads": threads,
+               "workers": workers},
         timing=timing, wall_seconds=wall,
         r2={g: {k: r[k]["r2"] for k in ("conditional", "unconditional")} for g, r in results.items()},
         empty_fraction={g: {k: r[k]["empty_fraction"] for k in ("conditional", "unconditional")}
@@ -175,4 +198,4 @@ def _write_outputs(out: Path, results: dict, targets: np.ndarray, names, result:
     (out / "result.json").write_text(json.dumps(json.loads(result.to_json()), indent=2))
 
 
-__all__ = ["causality_probe", "r2_table", "run"]
+__all__ = ["causality_probe", "r2_table", "run", "train_and_score"]

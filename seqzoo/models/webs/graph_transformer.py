@@ -24,13 +24,20 @@ exact padding into rows that are not nodes, so the model sees inputs of the trai
 
 Output head: ``head="mse"`` is the paper's (continuous prediction, MSE, deterministic generation). Regressing the
 coordinates of the next node to its conditional mean shrinks generated webs (our first run: edge lengths
-collapsed to ≈ the mean), so ``head="gaussian"`` also predicts log σ of the three coordinates, is trained with the
-Gaussian negative log-likelihood on the coordinates of real nodes (MSE on the other channels and on padding rows;
-σ ≥ 0.01 so the likelihood cannot run away),
+collapsed to ≈ the mean), so ``head="gaussian"`` also predicts log σ of the three coordinates (σ ≥ 0.01 so the
+likelihood cannot run away, σ ≤ e²). It replaces, in the MSE head's loss, the squared error of each coordinate of a
+real node by that coordinate's Gaussian negative log-likelihood, and changes nothing else: one mean over all
+B·T·D token channels (flag, 3 coordinates, adjacency), each channel c of row k contributing
 
-    loss = mean_k [ ‖(t̂_k − t_k)_{flag, adjacency}‖² ] + mean_{k node, c} [ ½ ((x_kc − μ_kc)/σ_kc)² + log σ_kc ]
+    ℓ_kc = ½ ((x_kc − μ_kc)/σ_kc)² + log σ_kc − log 0.01    (a coordinate of a real node)
+    ℓ_kc = (t̂_kc − t_kc)²                                   (the flag, the adjacency row, padding coordinates)
 
-and samples x = μ + τ σ ε at generation (τ = ``temperature``).
+so that with σ² = ½ (where the NLL is the squared error plus a constant) it is exactly the MSE head's loss, with
+the same gradients. (An earlier version averaged the flag + adjacency channels and the three coordinates
+separately and added the two means: each coordinate then weighed (1 + M)/3 ≈ 11 times a flag channel before the
+1/σ² of the likelihood, the coordinate gradient swamped the stop flag, and the model never learned to stop —
+it emitted 32 nodes for most targets. A test pins the reduction to the MSE head.)
+At generation it samples x = μ + τ σ ε (τ = ``temperature``) with the same clamped σ as in training.
 
 ``causal=False`` swaps the causal self-attention for a bidirectional one; it exists only so the causality probe
 can show that it fails (a perturbation at token j then changes predictions at earlier tokens).
@@ -191,12 +198,14 @@ class GraphWebTransformer(nn.Module):
         out = self.raw(tokens, cond, drop)
         if self.head == "mse":
             return ((out - tokens) ** 2).mean()
-        mean, log_sigma = out[..., :self.token_dim], out[..., self.token_dim:].clamp(LOG_SIGMA_MIN, 2.0)
-        other = torch.cat([mean[..., :1] - tokens[..., :1], mean[..., 4:] - tokens[..., 4:]], -1)
-        err = tokens[..., 1:4] - mean[..., 1:4]
-        nll = 0.5 * (err * torch.exp(-log_sigma)) ** 2 + log_sigma
-        is_node = (tokens[..., :1] > 0).expand_as(err)          # padding rows: plain MSE towards (0, 0, 0)
-        return (other ** 2).mean() + torch.where(is_node, nll - LOG_SIGMA_MIN, err ** 2).mean()
+        # The MSE head's loss with each real node's coordinate squared errors replaced by their Gaussian NLL; one
+        # mean over every channel, so each channel weighs as in the MSE head (see the module docstring).
+        sq = (out[..., :self.token_dim] - tokens) ** 2
+        log_sigma = out[..., self.token_dim:].clamp(LOG_SIGMA_MIN, 2.0)
+        nll = 0.5 * sq[..., 1:4] * torch.exp(-2.0 * log_sigma) + log_sigma - LOG_SIGMA_MIN   # ≥ 0
+        is_node = (tokens[..., :1] > 0).expand_as(nll)          # padding rows: plain MSE towards (0, 0, 0)
+        coords = torch.where(is_node, nll, sq[..., 1:4])
+        return torch.cat([sq[..., :1], coords, sq[..., 4:]], -1).mean()
 
     @torch.no_grad()
     def generate(self, cond: Tensor, *, cond_scale: float = 1.0, snap: bool = True, drop_condition: bool = False,
