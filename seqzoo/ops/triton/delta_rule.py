@@ -464,7 +464,9 @@ def _delta_rule_triton(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: 
     return o.view(B, T, H, -1).to(v.dtype), sT
 
 
-# torch.compile (dynamo + inductor) fails to re-compile these kernels as user-defined Triton kernels (an
-# InductorError in ``_dq_dv_intra_kernel`` on torch 2.11 / Triton 3.6, seen when compiling a DeltaNet model), so a
-# compiled model calls them as an opaque eager region: the graph breaks around the op, the kernels are the same.
+# torch.compile (dynamo + inductor) fails to re-compile these kernels as user-defined Triton kernels on torch 2.11 /
+# Triton 3.6: inductor passes the Python float ``scale`` as fp64, and ``_dq_dv_intra_kernel``'s store of
+# ``dot * scale`` then mixes an fp64 value into an fp32 block ("Block element type(fp32) and value element type(fp64)
+# mismatch", seen compiling a DeltaNet model on the H200). A compiled model therefore calls them as an opaque eager
+# region: the graph breaks around the op, the kernels are the same.
 delta_rule_triton = torch.compiler.disable(_delta_rule_triton)
