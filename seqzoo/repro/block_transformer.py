@@ -32,8 +32,6 @@ import math
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import torch
 
@@ -44,6 +42,7 @@ from ..tasks.text.bytes import ByteCorpus, builtin_corpus_text
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
+from .common import run_processes
 
 D_MODEL, HEADS = 128, 4
 VANILLA_LAYERS, BLOCK_LAYERS, TOKEN_LAYERS, BLOCK_LEN, PREFIX = 6, 3, 3, 4, 2
@@ -146,11 +145,7 @@ def run(quick: bool) -> ReproResult:
     workers = 1 if quick else min(2, os.cpu_count() or 1)
     jobs = [(kind, d_model, heads, seq_len, batch, steps, eval_batches, 1 if workers > 1 else 0)
             for kind in ("vanilla", "block")]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            trained = list(pool.map(_train, jobs))
-    else:
-        trained = [_train(job) for job in jobs]
+    trained = run_processes(_train, [{"job": job} for job in jobs], workers)
     models = {}
     for metrics in trained:
         model = build(metrics["kind"], d_model, heads)

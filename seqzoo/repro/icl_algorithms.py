@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import torch
 
@@ -44,7 +42,7 @@ from ..tasks.icl.regression import ICLRegression
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
-from .common import int_option
+from .common import int_option, run_processes
 
 D, N_POINTS, NOISE = 5, 11, 1.0
 D_MODEL, N_LAYERS, N_HEADS = 64, 3, 4
@@ -73,9 +71,9 @@ def learner_predictions(task: ICLRegression, p, tune_prompts: int) -> dict[str, 
             "averaging": prefix_predictions(averaging, p.xs, p.ys)}
 
 
-def _train_and_compare(job: tuple) -> dict:
+def _train_and_compare(noise, d_model, n_layers, steps, batch, eval_batches, eval_batch, tune_prompts, threads,
+                       device) -> dict:
     """Train one model on one noise level and compare it with the learners (a top-level function for workers)."""
-    noise, d_model, n_layers, steps, batch, eval_batches, eval_batch, tune_prompts, threads, device = job
     if threads:
         torch.set_num_threads(threads)
     cpu, wall = time.process_time(), time.perf_counter()
@@ -126,13 +124,10 @@ def run(quick: bool, *, device: str = "cpu", steps=None) -> ReproResult:
         eval_batches, eval_batch, tune_prompts, workers = EVAL_BATCHES, EVAL_BATCH, TUNE_PROMPTS, WORKERS
     steps = int_option("icl-algorithms", "steps", steps, default_steps)
     start = time.perf_counter()
-    jobs = [(noise, d_model, n_layers, steps, batch, eval_batches, eval_batch, tune_prompts,
-             1 if workers > 1 and device == "cpu" else 0, device) for noise in (0.0, NOISE)]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            clean, noisy = pool.map(_train_and_compare, jobs)
-    else:
-        clean, noisy = (_train_and_compare(job) for job in jobs)
+    jobs = [dict(noise=noise, d_model=d_model, n_layers=n_layers, steps=steps, batch=batch, eval_batches=eval_batches,
+                 eval_batch=eval_batch, tune_prompts=tune_prompts, device=device,
+                 threads=1 if workers > 1 and device == "cpu" else 0) for noise in (0.0, NOISE)]
+    clean, noisy = run_processes(_train_and_compare, jobs, workers)
     result = ReproResult("icl-algorithms")
     result.details.update(noiseless=clean, noisy=noisy, wall_seconds=time.perf_counter() - start,
                           setup={"d": D, "n_points": N_POINTS, "noise": NOISE, "d_model": d_model,

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import torch
 
@@ -39,7 +37,7 @@ from ..core.registry import list_mixers
 from ..models import CausalLM, ModelConfig
 from ..tasks.synthetic.selective_copying import SelectiveCopying
 from .base import ReproResult, register_repro
-from .common import train_on_task
+from .common import run_processes, train_on_task
 
 VOCAB = 16
 CONTEXT, NUM_TOKENS = 64, 8
@@ -72,10 +70,7 @@ def _train(job: tuple) -> dict:
 
 def run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
     """Run ``_train`` on every job, ``workers`` at a time in fresh processes (in this process when 1)."""
-    if workers <= 1:
-        return [_train(job) for job in jobs]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(_train, jobs))
+    return run_processes(_train, [{"job": job} for job in jobs], workers)
 
 
 def matched_width(mixer: str, target: int, *, step: int = 4, widest: int = 512) -> int:

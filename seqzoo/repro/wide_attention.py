@@ -34,8 +34,6 @@ import os
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import torch
 
@@ -44,6 +42,7 @@ from ..tasks.text.classification import TextClassification, classification_accur
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
+from .common import run_processes
 
 TASK, WINDOW = "testaments", 256
 D_MODEL, TOTAL_HEADS, HEAD_DIM = 64, 8, 16
@@ -114,11 +113,7 @@ def run(quick: bool) -> ReproResult:
     configs = {"wide": base.with_layers(WIDE_LAYERS), "deep": base.with_layers(DEEP_LAYERS)}
     workers = 1 if quick else min(2, os.cpu_count() or 1)
     jobs = [(cfg, window, steps, batch, eval_batches, 1 if workers > 1 else 0) for cfg in configs.values()]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            runs = list(pool.map(_train, jobs))
-    else:
-        runs = [_train(job) for job in jobs]
+    runs = run_processes(_train, [{"job": job} for job in jobs], workers)
     models = {}
     for name, metrics in zip(configs, runs):
         model = AspectRatioClassifier(configs[name])
