@@ -32,6 +32,10 @@ so the state keeps, besides the KV cache and the position counter, the GCN messa
 
     {"k": [B, T, H_kv, d], "v": [B, T, H_kv, d], "pos": int64 [B],  "gnn": [B, T, L, H, d]   (only when L > 0)}
 
+Precision: A, the GCN and its read-out are computed in float32 (float64 for float64 inputs) whatever the input
+dtype, also under autocast (the trainer's bf16 autocast on a GPU would otherwise round the scores, the adjacency and
+the GCN messages to bf16 in training while generation runs them in float32); only the projections follow autocast.
+
 Deliberate differences from the official code: RoPE instead of additive sinusoidal positions (the CausalLM has
 no positional embedding); no dropout inside the GCN; a row of Â whose entries were all thresholded away gives a
 zero message (instead of a division by zero); no null key/value (the README's configuration has none).
@@ -74,6 +78,14 @@ def row_normalise(adj: Tensor) -> Tensor:
     return adj / torch.where(total > 0, total, torch.ones_like(total))
 
 
+def _full_precision(device: torch.device):
+    """Switch autocast off for the explicit attention weights and the GCN: under the trainer's bf16 autocast a
+    matmul would otherwise round the scores q·k/√d (before the softmax), the adjacency and every GCN message to
+    bf16, although these are meant to be computed in float32 (float64 for float64 inputs), as generation computes
+    them."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def _linear(layer: nn.Linear, h: Tensor) -> Tensor:
     """``layer(h)`` computed in ``h``'s dtype (the GCN runs in float32 for half-precision inputs)."""
     bias = None if layer.bias is None else layer.bias.to(h.dtype)
@@ -96,15 +108,16 @@ def graph_conv(norm_adj: Tensor, h0_all: Tensor, layers: nn.ModuleList, *, skip:
     tq, tk = norm_adj.shape[-2], norm_adj.shape[-1]
     h_new = h0_all[..., tk - tq:, :]
     new_messages = []
-    for layer_index, linear in enumerate(layers):
-        msg_new = _linear(linear, h_new)
-        new_messages.append(msg_new)
-        if cached_messages is not None and cached_messages.shape[2] > 0:
-            msg_all = torch.cat([cached_messages[..., layer_index, :], msg_new], dim=-2)
-        else:
-            msg_all = msg_new
-        agg = norm_adj @ msg_all
-        h_new = F.gelu(agg + h_new) if skip else F.gelu(agg)
+    with _full_precision(norm_adj.device):
+        for layer_index, linear in enumerate(layers):
+            msg_new = _linear(linear, h_new)
+            new_messages.append(msg_new)
+            if cached_messages is not None and cached_messages.shape[2] > 0:
+                msg_all = torch.cat([cached_messages[..., layer_index, :], msg_new], dim=-2)
+            else:
+                msg_all = msg_new
+            agg = norm_adj @ msg_all
+            h_new = F.gelu(agg + h_new) if skip else F.gelu(agg)
     return h_new, torch.stack(new_messages, dim=-2)
 
 
@@ -175,7 +188,8 @@ class GraphAttention(SoftmaxAttention):
             o, new_cache = softmax_attention(q, k, v, cache=cache, impl="sdpa")
             o = o.transpose(1, 2).to(attn.dtype)  # [B, H, Tq, d]
         else:
-            o = attn @ values
+            with _full_precision(attn.device):
+                o = attn @ values
             new_cache = {"k": k, "v": v} if cache is None else \
                 {"k": torch.cat([cache["k"], k], dim=1), "v": torch.cat([cache["v"], v], dim=1)}
         adj = self.adjacency(attn)
@@ -184,7 +198,8 @@ class GraphAttention(SoftmaxAttention):
         cached = state["gnn"].permute(0, 3, 1, 2, 4).to(attn.dtype) if state["gnn"].shape[1] > 0 else None
         h_last, messages = graph_conv(norm_adj, values, self.gnn, skip=self.gnn_skip,
                                       cached_messages=cached)
-        o = o + _linear(self.gnn_out, h_last)
+        with _full_precision(attn.device):
+            o = o + _linear(self.gnn_out, h_last)
         y = self.o_proj(o.transpose(1, 2).reshape(batch, length, self.d_model).to(x.dtype))
         new_gnn = torch.cat([state["gnn"], messages.permute(0, 2, 3, 1, 4).to(state["gnn"].dtype)], dim=1)
         return y, {"k": new_cache["k"], "v": new_cache["v"], "pos": state["pos"] + length, "gnn": new_gnn}
@@ -197,13 +212,14 @@ class GraphAttention(SoftmaxAttention):
         if cache is not None:
             k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)
         groups = self.n_heads // self.n_kv_heads
-        qh = q.transpose(1, 2).to(dtype) * (1.0 / math.sqrt(self.head_dim))
-        kh = k.transpose(1, 2).to(dtype).repeat_interleave(groups, dim=1)
-        vh = v.transpose(1, 2).to(dtype).repeat_interleave(groups, dim=1)
-        tq, tk = q.shape[1], k.shape[1]
-        scores = qh @ kh.transpose(-1, -2)
-        visible = self.visible(tq, tk, q.device)
-        attn = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+        with _full_precision(q.device):  # under autocast the matmul would round the scores to bf16
+            qh = q.transpose(1, 2).to(dtype) * (1.0 / math.sqrt(self.head_dim))
+            kh = k.transpose(1, 2).to(dtype).repeat_interleave(groups, dim=1)
+            vh = v.transpose(1, 2).to(dtype).repeat_interleave(groups, dim=1)
+            tq, tk = q.shape[1], k.shape[1]
+            scores = qh @ kh.transpose(-1, -2)
+            visible = self.visible(tq, tk, q.device)
+            attn = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
         return attn, vh
 
     @staticmethod
