@@ -51,7 +51,8 @@ MODEL = {"d_model": 64, "n_layers": 3, "n_heads": 4}
 DDIM_STEPS = 50
 GENERATOR_ORDER = ("transformer", "transformer-mse", "diffusion-sparse", "diffusion-full")
 PAPER_MODEL = {"transformer": "Model 3, Gaussian coordinate head", "transformer-mse": "Model 3, the paper's MSE head",
-               "diffusion-sparse": "Model 1", "diffusion-full": "Model 2"}
+               "diffusion-sparse": "Model 1", "diffusion-full": "Model 2",
+               "transformer-cat": "Model 3, MSE coordinates + categorical neighbour head (opt-in)"}
 CHECKED = {"n_nodes": 0.9, "mean_degree": 0.6, "mean_edge_length": 0.6}
 UNCOND_BAR = 0.1
 QUICK = {"n_train": 100, "n_targets": 16, "steps": 20, "model": {"d_model": 16, "n_layers": 1, "n_heads": 2},
@@ -132,7 +133,7 @@ def run(quick: bool, *, device: str = "cpu", threads=1, steps=None, generators=N
     names = [g.strip() for g in generators.split(",")] if isinstance(generators, str) else list(GENERATOR_ORDER)
     for g in names:
         if g not in GENERATORS:
-            raise SeqzooError(f"unknown generator {g!r}; valid: {', '.join(GENERATOR_ORDER)}")
+            raise SeqzooError(f"unknown generator {g!r}; valid: {', '.join(GENERATORS)}")
     start = time.perf_counter()
     train = web_dataset(n_train, seed=SEED, max_nodes=MAX_NODES)
     targets_graphs = web_dataset(n_targets, seed=TARGET_SEED, max_nodes=MAX_NODES)

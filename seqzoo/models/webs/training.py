@@ -9,7 +9,9 @@ Generators (``GENERATORS``), each = tokenizer variant + model:
   Gaussian coordinate head (sampled coordinates; see the model's docstring for why);
 * ``transformer-mse``   — the same with the paper's plain MSE head (deterministic generation);
 * ``diffusion-sparse``  — Model 1, :class:`GraphDiffusion` on sparse tokens (xyz + 5 neighbour indices);
-* ``diffusion-full``    — Model 2, :class:`GraphDiffusion` on full tokens.
+* ``diffusion-full``    — Model 2, :class:`GraphDiffusion` on full tokens;
+* ``transformer-cat``   — Model 3 with the MSE flag/coordinate head and a categorical neighbour head (a parent
+  edge per node, softmax over earlier nodes, plus Bernoulli extra edges; :class:`GraphWebCatTransformer`).
 
 Training: AdamW (β = 0.9, 0.99, weight decay 0.01), linear warm-up then cosine decay to 10 %, gradient clipping at
 1, minibatches drawn with a seeded generator. The conditions are the 14 features of each training web (exactly
@@ -35,12 +37,14 @@ from ...tasks.webs.features import FEATURE_NAMES, N_FEATURES, FeatureScaler, che
     r2_per_feature
 from ...tasks.webs.graph import WebGraph
 from ...tasks.webs.tokenizer import WebTokenizer
+from .categorical import GraphWebCatTransformer
 from .diffusion import GraphDiffusion
 from .graph_transformer import GraphWebTransformer
 
 # name -> (tokenizer variant, fixed model options)
 GENERATORS = {"transformer": ("full", {"head": "gaussian"}), "transformer-mse": ("full", {"head": "mse"}),
-              "diffusion-sparse": ("sparse", {}), "diffusion-full": ("full", {})}
+              "diffusion-sparse": ("sparse", {}), "diffusion-full": ("full", {}),
+              "transformer-cat": ("full", {"head": "categorical"})}
 DEFAULTS = {name: {"lr": 1e-3} for name in GENERATORS}
 
 
@@ -89,6 +93,9 @@ def build_generator(name: str, scaler: FeatureScaler, *, max_nodes: int = 32, co
     variant, fixed = GENERATORS[name]
     tokenizer = WebTokenizer(max_nodes, variant, coord_scale=coord_scale, order=order)
     cls = GraphWebTransformer if name.startswith("transformer") else GraphDiffusion
+    if name == "transformer-cat":
+        cls = GraphWebCatTransformer
+        model_options.setdefault("max_degree", tokenizer.max_degree)
     try:
         model = cls(tokenizer.token_dim, max_nodes, N_FEATURES, **{**fixed, **model_options})
     except TypeError as e:
