@@ -63,3 +63,8 @@ def run_processes(fn, jobs: list[dict], workers: int) -> list:
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(fn, **job) for job in jobs]
         return [f.result() for f in futures]
+
+
+def fmt_curve(values) -> str:
+    """A curve (e.g. error by number of in-context examples) as ``[0.123, 0.045, …]`` for a result note."""
+    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"

@@ -47,7 +47,7 @@ from ..tasks.icl.regression import Blend
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
-from .common import run_processes
+from .common import fmt_curve, int_option, run_processes
 
 D, N_POINTS, SPARSITY = 5, 11, 2
 D_MODEL, N_LAYERS, N_HEADS = 64, 2, 4
@@ -105,9 +105,6 @@ def mean_error(curve: list, ks=None) -> float:
     return sum(values) / len(values)
 
 
-def _fmt(curve: list) -> str:
-    return "[" + ", ".join(f"{v:.3f}" for v in curve) + "]"
-
 
 @register_repro("data-mixtures-icl", title="Pretraining Data Mixtures Enable Narrow Model Selection Capabilities "
                 "in Transformer Models", arxiv="2311.00871",
@@ -118,12 +115,9 @@ def run(quick: bool, *, steps=None, device="cpu", threads=1, workers=1) -> Repro
     q = QUICK
     d_model, n_layers, batch = (q["d_model"], q["n_layers"], q["batch"]) if quick else (D_MODEL, N_LAYERS, BATCH)
     eval_batches, eval_batch = (q["eval_batches"], q["eval_batch"]) if quick else (EVAL_BATCHES, EVAL_BATCH)
-    try:
-        steps = int(steps) if steps is not None else (q["steps"] if quick else STEPS)
-        threads, workers = int(threads), int(workers)
-    except ValueError:
-        raise SeqzooError(f"steps, threads and workers must be integers, got steps={steps!r}, threads={threads!r}, "
-                          f"workers={workers!r}") from None
+    steps = int_option("data-mixtures-icl", "steps", steps, q["steps"] if quick else STEPS)
+    threads = int_option("data-mixtures-icl", "threads", threads, 1)
+    workers = int_option("data-mixtures-icl", "workers", workers, 1)
     if device not in ("cpu", "cuda"):
         raise SeqzooError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cpu":
@@ -179,10 +173,10 @@ def run(quick: bool, *, steps=None, device="cpu", threads=1, workers=1) -> Repro
         result.notes.append(f"{cls} prompts, mean error k=1…10: " + ", ".join(
             f"{k} {v:.4f}" for k, v in sorted(err[cls].items(), key=lambda kv: kv[1])))
         result.notes.append(f"{cls} prompts by k: " + "; ".join(
-            f"{k} {_fmt(in_dist[cls][k])}" for k in ("A", "B", "C", "bayes_dense", "bayes_sparse", "bayes_mixture",
+            f"{k} {fmt_curve(in_dist[cls][k])}" for k in ("A", "B", "C", "bayes_dense", "bayes_sparse", "bayes_mixture",
                                                     "ols")))
     for a in ALPHAS:
-        result.notes.append(f"α = {a:g}: D {_fmt(ood[a]['D'])}; OLS {mean_error(ood[a]['ols']):.4f}, 3-NN "
+        result.notes.append(f"α = {a:g}: D {fmt_curve(ood[a]['D'])}; OLS {mean_error(ood[a]['ols']):.4f}, 3-NN "
                             f"{mean_error(ood[a]['knn3']):.4f} (mean k=1…10)")
     result.notes.append("training seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in train_seconds.items()))
     if quick:

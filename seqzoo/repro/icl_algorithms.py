@@ -42,7 +42,7 @@ from ..tasks.icl.regression import ICLRegression
 from ..train import Trainer
 from ..train.config import TrainConfig
 from .base import ReproResult, register_repro
-from .common import int_option, run_processes
+from .common import fmt_curve, int_option, run_processes
 
 D, N_POINTS, NOISE = 5, 11, 1.0
 D_MODEL, N_LAYERS, N_HEADS = 64, 3, 4
@@ -103,9 +103,6 @@ def _train_and_compare(noise, d_model, n_layers, steps, batch, eval_batches, eva
             "train_cpu_seconds": train_cpu, "wall_seconds": time.perf_counter() - wall}
 
 
-def _fmt(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
-
 
 @register_repro("icl-algorithms", title="What learning algorithm is in-context learning? Investigations with "
                 "linear models", arxiv="2211.15661",
@@ -154,9 +151,9 @@ def run(quick: bool, *, device: str = "cpu", steps=None) -> ReproResult:
                  "ridge (Akyürek et al.: ridge < GD < kNN)", nearest_noisy == "ridge")
     for name, r in (("noiseless", clean), ("noisy", noisy)):
         result.notes.append(f"{name} normalised error vs k=0…{N_POINTS - 1}: "
-                            + "; ".join(f"{k} {_fmt(v)}" for k, v in r["errors_by_k"].items()))
-        result.notes.append(f"{name} model-vs-OLS SPD by k {_fmt(r['spd_by_k']['ols'])}; model-vs-ridge "
-                            f"{_fmt(r['spd_by_k']['ridge'])}")
+                            + "; ".join(f"{k} {fmt_curve(v)}" for k, v in r["errors_by_k"].items()))
+        result.notes.append(f"{name} model-vs-OLS SPD by k {fmt_curve(r['spd_by_k']['ols'])}; model-vs-ridge "
+                            f"{fmt_curve(r['spd_by_k']['ridge'])}")
     result.notes.append(f"parameters {clean['parameters']}; training CPU seconds {clean['train_cpu_seconds']:.0f} "
                         f"(noiseless), {noisy['train_cpu_seconds']:.0f} (noisy)")
     if quick:
