@@ -172,9 +172,8 @@ def run(quick: bool, *, steps=None, device="cpu", threads=1, workers=1) -> Repro
     for cls in ("linear", "sparse_linear"):
         result.notes.append(f"{cls} prompts, mean error k=1…10: " + ", ".join(
             f"{k} {v:.4f}" for k, v in sorted(err[cls].items(), key=lambda kv: kv[1])))
-        result.notes.append(f"{cls} prompts by k: " + "; ".join(
-            f"{k} {fmt_curve(in_dist[cls][k])}" for k in ("A", "B", "C", "bayes_dense", "bayes_sparse", "bayes_mixture",
-                                                    "ols")))
+        shown = ("A", "B", "C", "bayes_dense", "bayes_sparse", "bayes_mixture", "ols")
+        result.notes.append(f"{cls} prompts by k: " + "; ".join(f"{k} {fmt_curve(in_dist[cls][k])}" for k in shown))
     for a in ALPHAS:
         result.notes.append(f"α = {a:g}: D {fmt_curve(ood[a]['D'])}; OLS {mean_error(ood[a]['ols']):.4f}, 3-NN "
                             f"{mean_error(ood[a]['knn3']):.4f} (mean k=1…10)")
