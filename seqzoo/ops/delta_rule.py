@@ -100,26 +100,13 @@ _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _TRITON_MAX_K = 128     # larger key tiles overflow shared memory (H100 / H200: 227 KiB per block)
 
 
-# On the H200 (torch 2.11, Triton 3.6) the float32 backward with K = 16 hits an illegal memory access in
-# ``_dq_dv_intra_kernel`` (bf16 at K = 16 and float32 at K = 64 and 128 match the float64 reference there; float32 at
-# K = 32 was not run). Until that is fixed, float32 CUDA inputs with K < 64 stay on the chunk form.
-_TRITON_FP32_MIN_K = 64
-
-
-def _triton_known_faulty(dtype: torch.dtype, K: int, is_cuda: bool) -> bool:
-    """True for the CUDA inputs whose Triton backward is known to fault (see ``_TRITON_FP32_MIN_K``)."""
-    return is_cuda and dtype == torch.float32 and K < _TRITON_FP32_MIN_K
-
-
 def _auto_picks_triton(q, k, v, beta) -> bool:
     """"auto" means "triton" for CUDA tensors of a supported dtype and size when Triton is installed."""
     tensors = (q, k, v, beta)
     if not all(isinstance(t, Tensor) for t in tensors) or q.dim() != 4 or q.shape[1] <= AUTO_RECURRENT_MAX_T:
         return False
     return (q.is_cuda and triton_usable(*tensors) and q.shape[-1] <= _TRITON_MAX_K
-            and all(t.dtype in _TRITON_DTYPES for t in tensors)
-            and not _triton_known_faulty(torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype),
-                                         q.shape[-1], q.is_cuda))
+            and all(t.dtype in _TRITON_DTYPES for t in tensors))
 
 
 def _triton(q, k, v, beta, scale, initial_state, chunk_size):
@@ -134,10 +121,6 @@ def _triton(q, k, v, beta, scale, initial_state, chunk_size):
             raise fail(OP, f"impl 'triton' supports float32, bfloat16 and float16 inputs, got {name} {t.dtype}")
     if K > _TRITON_MAX_K:
         raise fail(OP, f"impl 'triton' supports key sizes K <= {_TRITON_MAX_K}, got K = {K}")
-    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-    if _triton_known_faulty(dtype, K, q.is_cuda):
-        raise fail(OP, f"impl 'triton' on CUDA in float32 needs K >= {_TRITON_FP32_MIN_K} (its backward faults at "
-                       f"K = {K}); use bfloat16 inputs or impl 'chunk'")
     scale = resolve_scale(OP, scale, K)
     state = start_state(OP, initial_state, (B, H, K, V), "B, H, K, V", torch.float32, q.device)
     if T == 0:

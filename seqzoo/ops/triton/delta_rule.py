@@ -20,9 +20,10 @@ them no-op steps):
     S_{c+1} = S_c + Kᵀ V'
     O   = scale · (Q S_c + (Q Kᵀ ⊙ Mask) V')                  (kernel 3; Mask: s ≤ t)
 
-M is formed blockwise: the four 16 × 16 diagonal blocks of I + L are inverted by right-looking forward
-substitution (16 steps, all four blocks at once), giving M_D; with L_O the part of L below the diagonal blocks,
-I + L = (I + L_D)(I + N), N = M_D L_O, and N is nilpotent (N⁴ = 0), so M = (I − N)(I + N²) M_D (four matmuls).
+M is formed blockwise: the four 16 × 16 diagonal blocks of I + L are inverted (all four at once, by repeated
+squaring of the nilpotent L_D: six 64 × 64 matmuls), giving M_D;
+with L_O the part of L below the diagonal blocks, I + L = (I + L_D)(I + N), N = M_D L_O, and N is nilpotent
+(N⁴ = 0), so M = (I − N)(I + N²) M_D (four matmuls).
 
 Backward, given dO and dS_T (the gradient of the final state). Kernel 4 forms dV'_intra = scale (Q Kᵀ ⊙ Mask)ᵀ dO
 and dQ (below), which need no state gradient; kernel 5 runs backwards over the chunks carrying dS (the gradient of
@@ -39,17 +40,20 @@ and kernel 6 finishes each chunk independently; with A = scale (dO V'ᵀ ⊙ Mas
     dM  = dW (β ⊙ K)ᵀ + dV' (β ⊙ V)ᵀ,   dL = −strict_tril(Mᵀ dM Mᵀ),   dP = diag(β) dL
     dβ  = rowsum(K ⊙ Mᵀ dW) + rowsum(V ⊙ Mᵀ dV') + rowsum(dL ⊙ K Kᵀ)
 
-W, U and V' are kept in float32 (V' = U − W S cancels: 16-bit W, U or V' about double the error of bf16 runs).
-The forward pass saves M, W, V' (float32) and the chunk states S_c (input dtype) for the backward pass, which
-therefore reruns no forward kernel.
+Precision with 16-bit inputs: V' = U − W S cancels, and so does dV' = dV'_intra + K dS, so W, U, V' and dV' are
+kept in float32 and every product with a float32 intermediate (S, V', dV', M, the scores) is a tf32 dot; products
+of two 16-bit tensors (inputs, saved chunk states) are 16-bit tensor-core dots with float32 accumulation. (Storing
+V' or dV' in 16 bits, or multiplying them in 16 bits, raised the relative error of dK from 0.005 to 0.008–0.014 in
+bf16 at K = 16: measured.) The forward
+pass saves M, W, V' and the chunk states S_c for the backward pass, which therefore reruns no forward kernel.
 
 Variable-length packing (``cu_seqlens``, as in flash-attn / fla): all sequences are concatenated along time with
 batch 1; the state is reset at every boundary, each sequence has its own initial and final state, and chunks never
 cross a boundary. Without ``cu_seqlens`` the batch is treated as B sequences of length T.
 
-Matmuls: with bf16 / fp16 inputs, products of two 16-bit tensors (inputs, saved states) are tensor-core dots with
-float32 accumulation and products involving a float32 intermediate (S, V', M, the scores) are tf32 dots; with
-float32 inputs every dot is full precision ("f32_dots"). ``tl.dot`` needs every tile side ≥ 16.
+Matmuls: ``_dot`` multiplies two input-precision operands (16-bit, or float32-accurate "tf32x3" for float32
+inputs); ``_dot32`` multiplies float32 intermediates (tf32 with 16-bit inputs). ``tl.dot`` needs every tile side
+≥ 16. The launch settings (``LAUNCH``) were swept on an H200 by ``benchmarks/gpu_delta_sweep.py``.
 """
 
 from __future__ import annotations
@@ -78,9 +82,10 @@ if HAS_TRITON:
     _FLOAT32_PRECISION = tl.constexpr("tf32x3")
 
     @triton.jit
-    def _dot(a, b, DT: tl.constexpr, F32: tl.constexpr):
-        """a @ b with float32 accumulation: 16-bit operands (DT), or float32-accurate when F32 (float32 inputs)."""
-        if F32:
+    def _dot(a, b, DT: tl.constexpr, PREC: tl.constexpr):
+        """a @ b of two input-dtype operands with float32 accumulation: float32-accurate for float32 inputs
+        (PREC 2), else 16-bit (DT) tensor-core operands."""
+        if PREC == 2:
             return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=_FLOAT32_PRECISION)
         elif _UPCAST_16BIT_DOTS:
             return tl.dot(a.to(DT).to(tl.float32), b.to(DT).to(tl.float32))
@@ -88,12 +93,18 @@ if HAS_TRITON:
             return tl.dot(a.to(DT), b.to(DT))
 
     @triton.jit
-    def _dot32(a, b, F32: tl.constexpr):
-        """a @ b on float32 operands: float32-accurate when F32 (float32 inputs), else tf32."""
-        if F32:
+    def _dot_tf32(a, b, PREC: tl.constexpr):
+        """a @ b on float32 operands: float32-accurate when PREC is 2 (float32 inputs), else tf32."""
+        if PREC == 2:
             return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=_FLOAT32_PRECISION)
         else:
             return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
+
+    @triton.jit
+    def _dot32(a, b, DT: tl.constexpr, PREC: tl.constexpr):
+        """a @ b where an operand is a float32 intermediate (a state, V', dV', M, scores): float32-accurate for
+        float32 inputs (PREC 2), else tf32 (PREC 1)."""
+        return _dot_tf32(a, b, PREC)
 
     @triton.jit
     def _rows(ptr, bos, eos, h, H, D: tl.constexpr, first_row, C: tl.constexpr, BD: tl.constexpr, col0=0):
@@ -120,7 +131,7 @@ if HAS_TRITON:
     @triton.jit
     def _wy_forward_kernel(k_ptr, v_ptr, beta_ptr, w_ptr, u_ptr, m_ptr, chunk_ptr, cu_ptr, H,
                            K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, SUB_C: tl.constexpr,
-                           BK: tl.constexpr, BV: tl.constexpr, F32: tl.constexpr):
+                           BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
         """Per (chunk, head): M = (I + strict_tril(diag(β) K Kᵀ))⁻¹, W = M (β ⊙ K), U = M (β ⊙ V)."""
         g, h = tl.program_id(0).to(tl.int64), tl.program_id(1)
         DT = k_ptr.dtype.element_ty
@@ -130,38 +141,40 @@ if HAS_TRITON:
         beta = tl.load(beta_p, boundary_check=(0,), padding_option="zero").to(tl.float32)
         rows = tl.arange(0, C)
         r, c = rows[:, None], rows[None, :]
-        L = beta[:, None] * _dot(k, tl.trans(k), DT, F32)
+        L = beta[:, None] * _dot(k, tl.trans(k), DT, PREC)
         L = tl.where(r > c, L, 0.0)
         same = (r // SUB_C) == (c // SUB_C)
-        LD = tl.where(same, L, 0.0)
-        # the 16 x 16 diagonal blocks of (I + L)^-1, all four at once: right-looking forward substitution
-        MD = tl.where(r == c, 1.0, 0.0)
-        for j in tl.static_range(SUB_C):
-            lcol = tl.sum(tl.where((c % SUB_C) == j, LD, 0.0), axis=1)    # L[r, j of r's block]
-            mrow = tl.sum(tl.where((r % SUB_C) == j, MD, 0.0), axis=0)    # M_D[j of c's block, c]
-            MD -= tl.where(same, lcol[:, None] * mrow[None, :], 0.0)
+        eye = tl.where(r == c, 1.0, 0.0)
+        # the four 16 x 16 diagonal blocks of (I + L)^-1 at once, by repeated squaring: with P = -L_D (nilpotent,
+        # P^16 = 0 in 16 x 16 blocks), (I + L_D)^-1 = sum_{i<16} P^i = (I + P)(I + P^2)(I + P^4)(I + P^8)
+        P = tl.where(same, -L, 0.0)
+        MD = eye + P
+        for _ in tl.static_range(3):
+            P = _dot_tf32(P, P, PREC)
+            MD += _dot_tf32(MD, P, PREC)
         # M = (I - N)(I + N^2) M_D with N = M_D L_O nilpotent (N^4 = 0)
-        N = _dot32(MD, tl.where(same, 0.0, L), F32)
-        Y = MD + _dot32(_dot32(N, N, F32), MD, F32)
-        M = Y - _dot32(N, Y, F32)
+        N = _dot_tf32(MD, tl.where(same, 0.0, L), PREC)
+        Y = MD + _dot_tf32(_dot_tf32(N, N, PREC), MD, PREC)
+        M = Y - _dot_tf32(N, Y, PREC)
         m_p = tl.make_block_ptr(m_ptr + (g * H + h) * C * C, (C, C), (C, 1), (0, 0), (C, C), (1, 0))
         tl.store(m_p, M)
-        w = _dot32(M, k.to(tl.float32) * beta[:, None], F32)
+        w = _dot32(M, k.to(tl.float32) * beta[:, None], DT, PREC)
         tl.store(_rows(w_ptr, bos, eos, h, H, K, row0, C, BK), w.to(w_ptr.dtype.element_ty), boundary_check=(0, 1))
         for iv in range(0, V, BV):
             v = tl.load(_rows(v_ptr, bos, eos, h, H, V, row0, C, BV, iv), boundary_check=(0, 1),
                         padding_option="zero").to(tl.float32)
-            u = _dot32(M, v * beta[:, None], F32)
+            u = _dot32(M, v * beta[:, None], DT, PREC)
             tl.store(_rows(u_ptr, bos, eos, h, H, V, row0, C, BV, iv), u.to(u_ptr.dtype.element_ty),
                      boundary_check=(0, 1))
 
     @triton.jit
     def _state_forward_kernel(k_ptr, w_ptr, u_ptr, vnew_ptr, states_ptr, s0_ptr, sT_ptr, cu_ptr, first_ptr, H,
                               K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, BK: tl.constexpr,
-                              BV: tl.constexpr, HAS_S0: tl.constexpr, F32: tl.constexpr):
+                              BV: tl.constexpr, HAS_S0: tl.constexpr, PREC: tl.constexpr):
         """Per (V block, sequence · head), sequentially over chunks: save S_c, V' = U − W S_c, S += Kᵀ V'."""
         iv, nh = tl.program_id(0), tl.program_id(1).to(tl.int64)
         n, h = nh // H, nh % H
+        DT = k_ptr.dtype.element_ty
         col0 = iv * BV
         bos = tl.load(cu_ptr + n).to(tl.int64)
         eos = tl.load(cu_ptr + n + 1).to(tl.int64)
@@ -178,16 +191,16 @@ if HAS_TRITON:
             u = tl.load(_rows(u_ptr, bos, eos, h, H, V, i * C, C, BV, col0), boundary_check=(0, 1),
                         padding_option="zero")
             k = tl.load(_rows(k_ptr, bos, eos, h, H, K, i * C, C, BK), boundary_check=(0, 1), padding_option="zero")
-            vn = u.to(tl.float32) - _dot32(w, S, F32)
+            vn = u.to(tl.float32) - _dot32(w, S, DT, PREC)
             tl.store(_rows(vnew_ptr, bos, eos, h, H, V, i * C, C, BV, col0), vn.to(vnew_ptr.dtype.element_ty),
                      boundary_check=(0, 1))
-            S += _dot32(tl.trans(k), vn, F32)
+            S += _dot32(tl.trans(k), vn, DT, PREC)
         tl.store(_state_block_ptr(sT_ptr, n, h, H, K, V, BK, BV, col0), S, boundary_check=(0, 1))
 
     @triton.jit
     def _output_forward_kernel(q_ptr, k_ptr, vnew_ptr, states_ptr, o_ptr, chunk_ptr, cu_ptr, H, scale,
                                K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, BK: tl.constexpr,
-                               BV: tl.constexpr, F32: tl.constexpr):
+                               BV: tl.constexpr, PREC: tl.constexpr):
         """Per (V block, chunk, head): O = scale (Q S_c + (Q Kᵀ ⊙ Mask) V')."""
         iv, g, h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
         DT = q_ptr.dtype.element_ty
@@ -200,15 +213,15 @@ if HAS_TRITON:
         S = tl.load(_state_block_ptr(states_ptr, g, h, H, K, V, BK, BV, col0), boundary_check=(0, 1),
                     padding_option="zero")
         rows = tl.arange(0, C)
-        scores = tl.where(rows[:, None] >= rows[None, :], _dot(q, tl.trans(k), DT, F32), 0.0)
-        o = (_dot(q, S, DT, F32) + _dot32(scores, vn, F32)) * scale
+        scores = tl.where(rows[:, None] >= rows[None, :], _dot(q, tl.trans(k), DT, PREC), 0.0)
+        o = (_dot(q, S, DT, PREC) + _dot32(scores, vn, DT, PREC)) * scale
         tl.store(_rows(o_ptr, bos, eos, h, H, V, row0, C, BV, col0), o.to(o_ptr.dtype.element_ty),
                  boundary_check=(0, 1))
 
     @triton.jit
     def _dq_dv_intra_kernel(q_ptr, k_ptr, vnew_ptr, states_ptr, do_ptr, dvn_ptr, dq_ptr, chunk_ptr, cu_ptr, H,
                             scale, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, BK: tl.constexpr,
-                            BV: tl.constexpr, F32: tl.constexpr):
+                            BV: tl.constexpr, PREC: tl.constexpr):
         """Per (chunk, head), before the state gradients are known: dV'_intra = scale (Q Kᵀ ⊙ Mask)ᵀ dO (float32)
         and dQ = scale dO S_cᵀ + scale (dO V'ᵀ ⊙ Mask) K (final)."""
         g, h = tl.program_id(0).to(tl.int64), tl.program_id(1)
@@ -218,7 +231,7 @@ if HAS_TRITON:
         k = tl.load(_rows(k_ptr, bos, eos, h, H, K, row0, C, BK), boundary_check=(0, 1), padding_option="zero")
         rows = tl.arange(0, C)
         mask = rows[:, None] >= rows[None, :]
-        scores_t = tl.where(tl.trans(mask), _dot(k, tl.trans(q), DT, F32), 0.0)       # (Q Kᵀ ⊙ Mask)ᵀ
+        scores_t = tl.where(tl.trans(mask), _dot(k, tl.trans(q), DT, PREC), 0.0)       # (Q Kᵀ ⊙ Mask)ᵀ
         dq = tl.zeros([C, BK], dtype=tl.float32)
         do_vn = tl.zeros([C, C], dtype=tl.float32)
         for iv in range(0, V, BV):
@@ -228,17 +241,18 @@ if HAS_TRITON:
                          padding_option="zero")
             S = tl.load(_state_block_ptr(states_ptr, g, h, H, K, V, BK, BV, iv), boundary_check=(0, 1),
                         padding_option="zero")
-            tl.store(_rows(dvn_ptr, bos, eos, h, H, V, row0, C, BV, iv), _dot32(scores_t, do, F32) * scale,
+            dvn = _dot32(scores_t, do, DT, PREC) * scale
+            tl.store(_rows(dvn_ptr, bos, eos, h, H, V, row0, C, BV, iv), dvn.to(dvn_ptr.dtype.element_ty),
                      boundary_check=(0, 1))
-            dq += _dot(do, tl.trans(S), DT, F32)
-            do_vn += _dot32(do, tl.trans(vn), F32)
-        dq = (dq + _dot32(tl.where(mask, do_vn, 0.0), k, F32)) * scale
+            dq += _dot(do, tl.trans(S), DT, PREC)
+            do_vn += _dot32(do, tl.trans(vn), DT, PREC)
+        dq = (dq + _dot32(tl.where(mask, do_vn, 0.0), k, DT, PREC)) * scale
         tl.store(_rows(dq_ptr, bos, eos, h, H, K, row0, C, BK), dq.to(dq_ptr.dtype.element_ty), boundary_check=(0, 1))
 
     @triton.jit
     def _state_backward_kernel(q_ptr, k_ptr, w_ptr, do_ptr, dvn_ptr, dstates_ptr, dsT_ptr, ds0_ptr, cu_ptr,
                                first_ptr, H, scale, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
-                               BK: tl.constexpr, BV: tl.constexpr, HAS_DST: tl.constexpr, F32: tl.constexpr):
+                               BK: tl.constexpr, BV: tl.constexpr, HAS_DST: tl.constexpr, PREC: tl.constexpr):
         """Per (V block, sequence · head), backwards over chunks: save dS (gradient of the state leaving the chunk),
         dV' = dV'_intra + K dS (in place), dS ← dS + scale Qᵀ dO − Wᵀ dV'."""
         iv, nh = tl.program_id(0), tl.program_id(1).to(tl.int64)
@@ -264,16 +278,16 @@ if HAS_TRITON:
             do = tl.load(_rows(do_ptr, bos, eos, h, H, V, i * C, C, BV, col0), boundary_check=(0, 1),
                          padding_option="zero")
             dvn_p = _rows(dvn_ptr, bos, eos, h, H, V, i * C, C, BV, col0)
-            dvn = tl.load(dvn_p, boundary_check=(0, 1), padding_option="zero") + _dot32(k, dS, F32)
-            tl.store(dvn_p, dvn, boundary_check=(0, 1))
-            dS += _dot(tl.trans(q), do, DT, F32) * scale - _dot32(tl.trans(w), dvn, F32)
+            dvn = tl.load(dvn_p, boundary_check=(0, 1), padding_option="zero").to(tl.float32) + _dot32(k, dS, DT, PREC)
+            tl.store(dvn_p, dvn.to(dvn_ptr.dtype.element_ty), boundary_check=(0, 1))
+            dS += _dot(tl.trans(q), do, DT, PREC) * scale - _dot32(tl.trans(w), dvn, DT, PREC)
         tl.store(_state_block_ptr(ds0_ptr, n, h, H, K, V, BK, BV, col0), dS, boundary_check=(0, 1))
 
     @triton.jit
     def _wy_backward_kernel(q_ptr, k_ptr, v_ptr, beta_ptr, m_ptr, states_ptr, dstates_ptr, vnew_ptr, dvn_ptr,
                             do_ptr, dk_ptr, dv_ptr, dbeta_ptr, chunk_ptr, cu_ptr, H, scale,
                             K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, BK: tl.constexpr,
-                            BV: tl.constexpr, F32: tl.constexpr):
+                            BV: tl.constexpr, PREC: tl.constexpr):
         """Per (chunk, head): dK, dV and dβ of the chunk (see the module docstring)."""
         g, h = tl.program_id(0).to(tl.int64), tl.program_id(1)
         DT = q_ptr.dtype.element_ty
@@ -301,29 +315,29 @@ if HAS_TRITON:
                           padding_option="zero")
             v = tl.load(_rows(v_ptr, bos, eos, h, H, V, row0, C, BV, iv), boundary_check=(0, 1),
                         padding_option="zero").to(tl.float32)
-            dk += _dot32(vn, tl.trans(dS), F32)
-            dw -= _dot32(dvn, tl.trans(S), F32)
-            do_vn += _dot32(do, tl.trans(vn), F32)
-            dM += _dot32(dvn, tl.trans(v * beta[:, None]), F32)
-            dbv = _dot32(tl.trans(M), dvn, F32)                       # d(β ⊙ V)
+            dk += _dot32(vn, tl.trans(dS), DT, PREC)
+            dw -= _dot32(dvn, tl.trans(S), DT, PREC)
+            do_vn += _dot32(do, tl.trans(vn), DT, PREC)
+            dM += _dot32(dvn, tl.trans(v * beta[:, None]), DT, PREC)
+            dbv = _dot32(tl.trans(M), dvn, DT, PREC)                       # d(β ⊙ V)
             dbeta += tl.sum(v * dbv, axis=1)
             dv = (dbv * beta[:, None]).to(dv_ptr.dtype.element_ty)
             tl.store(_rows(dv_ptr, bos, eos, h, H, V, row0, C, BV, iv), dv, boundary_check=(0, 1))
         rows = tl.arange(0, C)
         r, c = rows[:, None], rows[None, :]
         A = tl.where(r >= c, do_vn, 0.0) * scale
-        dk += _dot32(tl.trans(A), q, F32)
+        dk += _dot32(tl.trans(A), q, DT, PREC)
         kf = k.to(tl.float32)
-        dM += _dot32(dw, tl.trans(kf * beta[:, None]), F32)
-        dbk = _dot32(tl.trans(M), dw, F32)                            # d(β ⊙ K)
+        dM += _dot32(dw, tl.trans(kf * beta[:, None]), DT, PREC)
+        dbk = _dot32(tl.trans(M), dw, DT, PREC)                            # d(β ⊙ K)
         dk += dbk * beta[:, None]
         dbeta += tl.sum(kf * dbk, axis=1)
-        dL = -_dot32(_dot32(tl.trans(M), dM, F32), tl.trans(M), F32)
+        dL = -_dot32(_dot32(tl.trans(M), dM, DT, PREC), tl.trans(M), DT, PREC)
         dL = tl.where(r > c, dL, 0.0)
-        P = _dot(k, tl.trans(k), DT, F32)
+        P = _dot(k, tl.trans(k), DT, PREC)
         dbeta += tl.sum(dL * P, axis=1)
         dP = dL * beta[:, None]
-        dk += _dot32(dP, kf, F32) + _dot32(tl.trans(dP), kf, F32)
+        dk += _dot32(dP, kf, DT, PREC) + _dot32(tl.trans(dP), kf, DT, PREC)
         tl.store(_rows(dk_ptr, bos, eos, h, H, K, row0, C, BK), dk.to(dk_ptr.dtype.element_ty), boundary_check=(0, 1))
         dbeta_p = tl.make_block_ptr(dbeta_ptr + bos * H + h, (eos - bos,), (H,), (row0.to(tl.int32),), (C,), (0,))
         tl.store(dbeta_p, dbeta.to(dbeta_ptr.dtype.element_ty), boundary_check=(0,))
@@ -344,10 +358,10 @@ def _next_pow2(n: int) -> int:
 
 
 def _state_block(V: int, sequences_times_heads: int) -> int:
-    """V-block width of the sequential kernels: 64, or 32 when that leaves fewer than ~2 programs per GPU core
+    """V-block width of the sequential kernels: 64, or 32 when that leaves fewer than ~1 program per GPU core
     (their run time is the chunk loop's latency, so more, narrower programs finish sooner)."""
     wide = min(64, _next_pow2(V))
-    return wide if sequences_times_heads * triton.cdiv(V, wide) >= 256 else min(32, wide)
+    return wide if sequences_times_heads * triton.cdiv(V, wide) >= 128 else min(32, wide)
 
 
 def chunk_layout(cu_seqlens: Tensor, chunk: int) -> tuple[Tensor, Tensor, int]:
@@ -372,6 +386,35 @@ def _uniform_layout(B: int, T: int, chunk: int, device) -> tuple[Tensor, Tensor,
     return cu, index, first, B * n
 
 
+# Launch settings of each kernel (measured on an H200: benchmarks/gpu_delta_sweep.py sweeps them).
+LAUNCH = {
+    "wy_forward": dict(num_warps=4, num_stages=3),
+    "state_forward": dict(num_warps=4, num_stages=2),
+    "output_forward": dict(num_warps=4, num_stages=1),
+    "dq_dv_intra": dict(num_warps=8, num_stages=3),
+    "state_backward": dict(num_warps=8, num_stages=1),
+    "wy_backward": dict(num_warps=8, num_stages=3),
+}
+STATE_BV: int | None = None     # V-block width of the sequential kernels; None: :func:`_state_block` decides
+
+
+def _precision(dtype: torch.dtype) -> int:
+    """PREC of the kernels: 2 for float32 inputs (float32-accurate products), 1 for 16-bit inputs."""
+    return 2 if dtype == torch.float32 else 1
+
+
+def _launch(name: str, K: int, prec: int) -> dict:
+    opts = dict(LAUNCH[name])
+    if K < 64:
+        # small tiles: 8 warps buy nothing, and Triton 3.6 miscompiled the float32 K = 16 output kernel at 8 warps
+        # on the H200 (compute-sanitizer: out-of-bounds shared-memory read in its tf32x3 dot)
+        opts["num_warps"] = min(opts["num_warps"], 4)
+    if name == "wy_backward" and (prec == 2 or K > 64):
+        # 3 stages of the K = 128 bf16 tiles need 256 KiB of shared memory, over the H200's 227 KiB per block
+        opts["num_stages"] = 1
+    return opts
+
+
 class _DeltaRuleFunction(torch.autograd.Function):
     """Inputs token-major and contiguous: q, k ``[NT, H, K]``, v ``[NT, H, V]``, beta ``[NT, H]`` (one dtype),
     s0 ``[NS, H, K, V]`` float32 or None. Returns ``(o [NT, H, V], final_state [NS, H, K, V] float32)``."""
@@ -381,22 +424,22 @@ class _DeltaRuleFunction(torch.autograd.Function):
         NT, H, K = q.shape
         V, NS, C = v.shape[-1], cu.numel() - 1, CHUNK
         BK, BV = _next_pow2(K), min(64, _next_pow2(V))
-        f32_dots = q.dtype == torch.float32
-        dev, f32 = q.device, torch.float32
-        # W, U and V' in float32: V' = U − W S cancels, and 16-bit storage there about doubles the output error
+        prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
+        # W, U and V' in float32: V' = U − W S cancels (see the module docstring)
         w, u, vnew = _buffer(k.shape, f32, dev), _buffer(v.shape, f32, dev), _buffer(v.shape, f32, dev)
         o = _buffer(v.shape, v.dtype, dev)
-        m = _buffer((n_chunks, H, C, C), f32, dev)
+        m = _buffer((n_chunks, H, C, C), torch.float32, dev)
         states = _buffer((n_chunks, H, K, V), q.dtype, dev)          # S_c entering each chunk
-        sT = _buffer((NS, H, K, V), f32, dev)
+        sT = _buffer((NS, H, K, V), torch.float32, dev)
         _wy_forward_kernel[(n_chunks, H)](k, v, beta, w, u, m, index, cu, H, K=K, V=V, C=C, SUB_C=SUB, BK=BK,
-                                          BV=BV, F32=f32_dots, num_warps=8)
-        BVS = _state_block(V, NS * H)
+                                          BV=BV, PREC=prec, **_launch("wy_forward", K, prec))
+        BVS = STATE_BV or _state_block(V, NS * H)
         _state_forward_kernel[(triton.cdiv(V, BVS), NS * H)](
             k, w, u, vnew, states, s0 if s0 is not None else sT, sT, cu, first, H, K=K, V=V, C=C, BK=BK, BV=BVS,
-            HAS_S0=s0 is not None, F32=f32_dots, num_warps=8, num_stages=2)
+            HAS_S0=s0 is not None, PREC=prec, **_launch("state_forward", K, prec))
         _output_forward_kernel[(triton.cdiv(V, BV), n_chunks, H)](
-            q, k, vnew, states, o, index, cu, H, scale, K=K, V=V, C=C, BK=BK, BV=BV, F32=f32_dots, num_warps=8)
+            q, k, vnew, states, o, index, cu, H, scale, K=K, V=V, C=C, BK=BK, BV=BV, PREC=prec,
+            **_launch("output_forward", K, prec))
         ctx.save_for_backward(q, k, v, beta, w, m, states, vnew, cu, index, first)
         ctx.scale, ctx.n_chunks, ctx.has_s0 = scale, n_chunks, s0 is not None
         return o, sT
@@ -407,27 +450,24 @@ class _DeltaRuleFunction(torch.autograd.Function):
         NT, H, K = q.shape
         V, NS, C, n_chunks, scale = v.shape[-1], cu.numel() - 1, CHUNK, ctx.n_chunks, ctx.scale
         BK, BV = _next_pow2(K), min(64, _next_pow2(V))
-        f32_dots = q.dtype == torch.float32
+        prec, dev = _precision(q.dtype), q.device
         do = do.contiguous() if do is not None else torch.zeros_like(v)
-        dev, f32 = q.device, torch.float32
-        dvn = _buffer((NT, H, V), f32, dev)
+        dvn = _buffer((NT, H, V), torch.float32, dev)
         dstates = _buffer(states.shape, states.dtype, dev)          # dS leaving each chunk
-        ds0 = _buffer((NS, H, K, V), f32, dev)
+        ds0 = _buffer((NS, H, K, V), torch.float32, dev)
         dq = _buffer(q.shape, q.dtype, dev)
         _dq_dv_intra_kernel[(n_chunks, H)](
-            q, k, vnew, states, do, dvn, dq, index, cu, H, scale, K=K, V=V, C=C, BK=BK, BV=BV, F32=f32_dots,
-            num_warps=8)
-        BVS = _state_block(V, NS * H)
+            q, k, vnew, states, do, dvn, dq, index, cu, H, scale, K=K, V=V, C=C, BK=BK, BV=BV, PREC=prec,
+            **_launch("dq_dv_intra", K, prec))
+        BVS = STATE_BV or _state_block(V, NS * H)
         _state_backward_kernel[(triton.cdiv(V, BVS), NS * H)](
             q, k, w, do, dvn, dstates, dsT.contiguous() if dsT is not None else ds0, ds0, cu, first, H, scale,
-            K=K, V=V, C=C, BK=BK, BV=BVS, HAS_DST=dsT is not None, F32=f32_dots, num_warps=8, num_stages=2)
+            K=K, V=V, C=C, BK=BK, BV=BVS, HAS_DST=dsT is not None, PREC=prec, **_launch("state_backward", K, prec))
         dk, dv = _buffer(k.shape, k.dtype, dev), _buffer(v.shape, v.dtype, dev)
         dbeta = _buffer(beta.shape, beta.dtype, dev)
         _wy_backward_kernel[(n_chunks, H)](
             q, k, v, beta, m, states, dstates, vnew, dvn, do, dk, dv, dbeta, index, cu, H, scale,
-            K=K, V=V, C=C, BK=BK, BV=BV, F32=f32_dots, num_warps=8,
-            # 3 stages of the K = 128 bf16 tiles need 256 KiB of shared memory, over the H200's 227 KiB per block
-            num_stages=1 if f32_dots or K > 64 else 3)
+            K=K, V=V, C=C, BK=BK, BV=BV, PREC=prec, **_launch("wy_backward", K, prec))
         return dq, dk, dv, dbeta, (ds0 if ctx.has_s0 else None), None, None, None, None, None
 
 
