@@ -67,6 +67,20 @@ def test_batches_are_deterministic_and_shifted():
     assert int(a["inputs"].max()) < task.vocab_size and (a["inputs"][:, 0] == SEPARATOR).all()
 
 
+def test_training_batches_skip_the_validity_sets_but_keep_the_tokens():
+    """get_batch draws tokens only (the oracle's validity sets are for evaluation): the same tokens as a full
+    sample, and every validity set equals the DFA's edges recomputed by stepping the row one token at a time."""
+    task = ICLL(seq_len=64, seed=5)
+    full, light = task.sample("train", 3, 6), task.sample("train", 3, 6, with_validity=False)
+    assert np.array_equal(full.tokens, light.tokens) and light.valid is None and light.scored is None
+    assert np.array_equal(task.get_batch("train", 3, 6)["inputs"].numpy(), full.tokens[:, :-1])
+    for row, dfa, valid in zip(full.tokens, full.dfas, full.valid):
+        state = 0
+        for t in range(task.seq_len):
+            state = 0 if row[t] == SEPARATOR else dfa.step(state, row[t])
+            assert sorted(np.flatnonzero(valid[t])) == dfa.valid_next(state)
+
+
 def test_every_complete_string_in_a_prompt_is_in_its_language():
     task = ICLL(seq_len=128, max_len=12, seed=0)
     sample = task.sample("val", 0, 8)

@@ -39,11 +39,12 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 @dataclass
 class ICLLSample:
     """Token rows ``[B, seq_len + 1]``, per-position validity sets ``valid [B, seq_len, V]`` (which predictions for
-    x_{t+1} are correct), the scored positions ``scored [B, seq_len]`` and the DFAs."""
+    x_{t+1} are correct), the scored positions ``scored [B, seq_len]`` and the DFAs. ``valid`` and ``scored`` are
+    None in samples drawn ``with_validity=False`` (training batches need only the tokens)."""
 
     tokens: np.ndarray
-    valid: np.ndarray
-    scored: np.ndarray
+    valid: np.ndarray | None
+    scored: np.ndarray | None
     dfas: list
 
 
@@ -71,39 +72,49 @@ class ICLL:
         self.num_symbols, self.seed = num_symbols, seed
         self.vocab_size = num_symbols + 1
 
-    def _row(self, dfa: DFA, rng: np.random.Generator):
+    def _tokens(self, dfa: DFA, rng: np.random.Generator) -> np.ndarray:
+        """One row: strings of ``dfa`` between separators, ``seq_len + 1`` tokens (the last string cut)."""
         length = self.seq_len + 1
         tokens = [SEPARATOR]
         while len(tokens) < length:
             tokens.extend(dfa.sample_word(int(rng.integers(self.min_len, self.max_len + 1)), rng))
             tokens.append(SEPARATOR)
-        tokens = np.asarray(tokens[:length], dtype=np.int64)
-        valid = np.zeros((self.seq_len, self.vocab_size), dtype=bool)
-        scored = np.zeros(self.seq_len, dtype=bool)
-        state, strings_done = 0, 0
+        return np.asarray(tokens[:length], dtype=np.int64)
+
+    def _validity(self, dfa: DFA, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(valid ``[seq_len, V]``: the correct predictions of x_{t+1}; scored ``[seq_len]``) of one row."""
+        states = np.empty(self.seq_len, dtype=np.int64)
+        strings_done = np.empty(self.seq_len, dtype=np.int64)
+        state, done = 0, 0
         for t in range(self.seq_len):
             if tokens[t] == SEPARATOR:
                 state = 0
-                strings_done += t > 0
+                done += t > 0
             else:
-                state = dfa.step(state, tokens[t])
-            valid[t, dfa.valid_next(state)] = True
-            scored[t] = tokens[t + 1] != SEPARATOR and strings_done >= 1
-        return tokens, valid, scored
+                state = dfa.transitions[state][int(tokens[t])]
+            states[t], strings_done[t] = state, done
+        valid = np.zeros((self.seq_len, self.vocab_size), dtype=bool)
+        table = dfa.valid_table
+        valid[:, :table.shape[1]] = table[states]
+        scored = (tokens[1:] != SEPARATOR) & (strings_done >= 1)
+        return valid, scored
 
-    def sample(self, split: str, index: int, batch_size: int) -> ICLLSample:
+    def sample(self, split: str, index: int, batch_size: int, *, with_validity: bool = True) -> ICLLSample:
         if split not in SPLITS:
             raise SeqzooError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
         rng = np.random.default_rng([self.seed, SPLITS[split], index])
-        rows, valids, scoreds, dfas = [], [], [], []
+        rows, dfas = [], []
         for _ in range(batch_size):
             dfa = self.sampler.sample(rng)
-            tokens, valid, scored = self._row(dfa, rng)
-            rows.append(tokens), valids.append(valid), scoreds.append(scored), dfas.append(dfa)
-        return ICLLSample(np.stack(rows), np.stack(valids), np.stack(scoreds), dfas)
+            rows.append(self._tokens(dfa, rng)), dfas.append(dfa)
+        tokens = np.stack(rows)
+        if not with_validity:
+            return ICLLSample(tokens, None, None, dfas)
+        checks = [self._validity(dfa, row) for dfa, row in zip(dfas, tokens)]
+        return ICLLSample(tokens, np.stack([c[0] for c in checks]), np.stack([c[1] for c in checks]), dfas)
 
     def get_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
-        data = torch.from_numpy(self.sample(split, index, batch_size).tokens)
+        data = torch.from_numpy(self.sample(split, index, batch_size, with_validity=False).tokens)
         return {"inputs": data[:, :-1], "targets": data[:, 1:],
                 "loss_mask": torch.ones(batch_size, self.seq_len, dtype=torch.bool)}
 

@@ -23,6 +23,7 @@ extend a prefix inside L(A), which is what the ICLL accuracy metric scores.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -57,15 +58,28 @@ class DFA:
         """Whether ``word`` (a sequence of symbol ids) is in L(A)."""
         return self.run(word) is not None
 
+    @cached_property
+    def out_symbols(self) -> tuple[tuple[int, ...], ...]:
+        """Per state, the symbols with an edge out of it, sorted (computed once per DFA)."""
+        return tuple(tuple(sorted(edges)) for edges in self.transitions)
+
+    @cached_property
+    def valid_table(self) -> np.ndarray:
+        """``[num_states, max symbol + 1]`` bool: ``valid_table[q, a]`` iff δ(q, a) is defined."""
+        table = np.zeros((self.num_states, max(self.alphabet, default=0) + 1), dtype=bool)
+        for state, symbols in enumerate(self.out_symbols):
+            table[state, list(symbols)] = True
+        return table
+
     def valid_next(self, state: int) -> list[int]:
         """The symbols with an edge out of ``state`` (sorted)."""
-        return sorted(self.transitions[state])
+        return list(self.out_symbols[state])
 
     def sample_word(self, length: int, rng: np.random.Generator) -> list[int]:
         """A uniform random walk of ``length`` symbols from q₀ (always accepted)."""
         state, word = 0, []
         for _ in range(length):
-            symbols = self.valid_next(state)
+            symbols = self.out_symbols[state]
             symbol = symbols[int(rng.integers(len(symbols)))]
             word.append(symbol)
             state = self.transitions[state][symbol]
