@@ -1,10 +1,12 @@
 """Launch-setting sweep of the delta-rule Triton kernels on a GPU (issue 8: measure where the time goes).
 
-For each variant (``num_warps`` / ``num_stages`` of each kernel, the V-block of the sequential kernels) this prints the time of every kernel of one forward + backward pass
-(``torch.profiler``), the whole pass (CUDA events), and each compiled kernel's registers, spills and shared memory.
-The sweep is greedy, one kernel at a time, keeping each kernel's fastest setting. At the end it prints the best
-settings, the errors of the output, final state and gradients against a float64 reference, and fla's
-``chunk_delta_rule`` time (and errors) in the same run.
+For each variant (``num_warps`` / ``num_stages`` of each kernel, the V block of the sequential kernels) this prints
+the time of every kernel of one forward + backward pass (``torch.profiler``) and of the whole pass. The sweep is
+greedy, one kernel at a time, keeping each kernel's fastest setting (the V block is shared by the two sequential
+kernels, so their rows interact). fla's ``chunk_delta_rule`` is timed first, in
+the same process; then come our errors at the start settings, the sweep, the best settings with their errors (output
+and q, k, v, β gradients against the float64 chunk form, at D and at 16, beside fla's) and each compiled kernel's
+registers, spills and shared memory. ``--no-sweep`` stops after the start settings.
 
     python benchmarks/gpu_delta_sweep.py --batch 4 --seq 8192 [--no-sweep] [--json out.json]
 """
