@@ -123,6 +123,12 @@ def test_cuda_varlen_matches_separate_sequences(dtype):
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("K", (16, 64, 128))
+def test_cuda_fast_16bit_mode(K):
+    check_fast_16bit_mode("cuda", K)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
 def test_cuda_auto_picks_triton_and_keeps_float64_on_chunk():
     (q, k, v, beta), s0 = make_inputs(2, 100, 2, 32, 32, torch.float32, "cuda", seed=3)
     o_auto, s_auto = delta_rule(q, k, v, beta, initial_state=s0)
@@ -150,6 +156,23 @@ def interpreter_checks():
     check_against_reference(1, 70, 1, 32, 80, torch.float32, "cpu", seed=5)       # two V blocks, K = 32
     check_against_reference(2, 65, 2, 16, 16, torch.bfloat16, "cpu", seed=6)
     check_varlen([37, 1, 0, 65, 64], 2, 16, 16, torch.float32, "cpu", seed=9)
+    check_fast_16bit_mode("cpu", K=16)
+
+
+def check_fast_16bit_mode(device, K):
+    """FAST_16BIT (bf16 intermediates, 16-bit products) against float64, and not the same numbers as the default."""
+    import seqzoo.ops.triton.delta_rule as kernels
+
+    (q, k, v, beta), s0 = make_inputs(2, 130, 2, K, K, torch.bfloat16, device, seed=21)
+    o_default, _ = delta_rule(q, k, v, beta, initial_state=s0, impl="triton")
+    kernels.FAST_16BIT = True
+    try:
+        o_fast, _ = delta_rule(q, k, v, beta, initial_state=s0, impl="triton")
+        assert not torch.equal(o_fast, o_default), "FAST_16BIT changed nothing"
+        check_against_reference(2, 130, 2, K, K, torch.bfloat16, device, seed=22)
+        check_varlen([37, 1, 0, 65, 64], 2, K, K, torch.bfloat16, device, seed=23)
+    finally:
+        kernels.FAST_16BIT = False
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs Triton")

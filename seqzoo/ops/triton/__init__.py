@@ -24,27 +24,44 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def patch_interpreter_loop_bounds() -> None:
-    """Let ``range(n)`` take a tensor ``n`` in Triton 3.6's CPU interpreter under NumPy ≥ 2.3.
+def patch_interpreter() -> None:
+    """Make Triton 3.6's CPU interpreter compute what the GPU computes, in two places (patched once, only when the
+    interpreter is on; the kernel modules call this at import; compiled kernels are unaffected):
 
-    The interpreter keeps scalars as one-element 1-d arrays and converts them with ``int(array)``, which NumPy 2
-    rejects, so every data-dependent loop bound fails there (compiled kernels are unaffected). Patched once, only
-    when the interpreter is on (the kernel modules call this at import).
+    * **loop bounds**: the interpreter keeps scalars as one-element 1-d arrays and converts them with
+      ``int(array)``, which NumPy ≥ 2.3 rejects, so every data-dependent ``range(n)`` failed;
+    * **float32 → bfloat16 casts**: the interpreter truncated (rounded toward zero) where the GPU rounds to nearest
+      even, a biased error of up to one unit in the last place that inflated every bf16 error measured on CPU
+      (about 2× for the delta rule's outputs). Casts now round through PyTorch, as the GPU does.
     """
     if not (HAS_TRITON and interpreting()):
         return
     from triton.runtime import interpreter
 
-    if getattr(interpreter, "_seqzoo_loop_bounds", False):
+    if getattr(interpreter, "_seqzoo_patched", False):
         return
-    original = interpreter._patch_lang_tensor
+    original_patch = interpreter._patch_lang_tensor
 
     def patch(tensor, scope):
-        original(tensor, scope)
+        original_patch(tensor, scope)
         scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
 
     interpreter._patch_lang_tensor = patch
-    interpreter._seqzoo_loop_bounds = True
+
+    import numpy as np
+    import torch
+
+    original_cast = interpreter.InterpreterBuilder.cast_impl
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            values = torch.from_numpy(np.ascontiguousarray(src.data, dtype=np.float32))
+            bits = values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+            return interpreter.TensorHandle(bits.reshape(np.shape(src.data)), tl.bfloat16)
+        return original_cast(self, src, dst_type)
+
+    interpreter.InterpreterBuilder.cast_impl = cast_impl
+    interpreter._seqzoo_patched = True
 
 
 def triton_usable(*tensors) -> bool:

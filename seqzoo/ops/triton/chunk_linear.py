@@ -46,14 +46,14 @@ import torch
 import triton
 import triton.language as tl
 
-from . import interpreting, patch_interpreter_loop_bounds
+from . import interpreting, patch_interpreter
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_K = 128            # the gradient kernel holds [chunk, K] tiles of q, k, dq and dk (K = 256 would not fit)
 CHUNK_SIZES = (16, 32, 64, 128)
 DG_BLOCK = 1024        # tokens per step of the dg reverse-cumsum kernel
 
-patch_interpreter_loop_bounds()
+patch_interpreter()
 
 
 # ----------------------------------------------------------------------------------------------- kernels

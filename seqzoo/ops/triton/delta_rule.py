@@ -42,9 +42,11 @@ and kernel 6 finishes each chunk independently; with A = scale (dO V'ᵀ ⊙ Mas
 
 Precision with 16-bit inputs: V' = U − W S cancels, and so does dV' = dV'_intra + K dS, so W, U, V' and dV' are
 kept in float32 and every product with a float32 intermediate (S, V', dV', M, the scores) is a tf32 dot; products
-of two 16-bit tensors (inputs, saved chunk states) are 16-bit tensor-core dots with float32 accumulation. (Storing
-V' or dV' in 16 bits, or multiplying them in 16 bits, raised the relative error of dK from 0.005 to 0.008–0.014 in
-bf16 at K = 16: measured.) The forward
+of two 16-bit tensors (inputs, saved chunk states) are 16-bit tensor-core dots with float32 accumulation. The
+relative errors against float64 are about 0.0024–0.0029 (output and gradients, B1·T512, K = 16 and 64, measured
+through the interpreter, whose tf32 is exact float32). Keeping all of them in bf16 with 16-bit products, as fla
+does (``FAST_16BIT``, PREC 0), measured 0.0042–0.0070 there (fla's own on the H200: 0.0045–0.0080) and was about
+1.7× faster on the GPU; it is off until its GPU tests have run (docs/benchmarks.md, third session). The forward
 pass saves M, W, V' and the chunk states S_c for the backward pass, which therefore reruns no forward kernel.
 
 Variable-length packing (``cu_seqlens``, as in flash-attn / fla): all sequences are concatenated along time with
@@ -52,7 +54,7 @@ batch 1; the state is reset at every boundary, each sequence has its own initial
 cross a boundary. Without ``cu_seqlens`` the batch is treated as B sequences of length T.
 
 Matmuls: ``_dot`` multiplies two input-precision operands (16-bit, or float32-accurate "tf32x3" for float32
-inputs); ``_dot32`` multiplies float32 intermediates (tf32 with 16-bit inputs). ``tl.dot`` needs every tile side
+inputs); ``_dot32`` multiplies float32 intermediates (tf32 with 16-bit inputs, 16-bit with ``FAST_16BIT``). ``tl.dot`` needs every tile side
 ≥ 16. The launch settings (``LAUNCH``) were swept on an H200 by ``benchmarks/gpu_delta_sweep.py``.
 """
 
@@ -61,7 +63,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import HAS_TRITON, interpreting, patch_interpreter_loop_bounds
+from . import HAS_TRITON, interpreting, patch_interpreter
 
 CHUNK = 64      # chunk length of the kernels (fixed)
 SUB = 16        # side of the diagonal blocks inverted by substitution
@@ -72,7 +74,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    patch_interpreter_loop_bounds()
+    patch_interpreter()
     # The interpreter multiplies bfloat16 tiles wrongly (raw bits): there the 16-bit operands are rounded and then
     # multiplied in float32, which gives the same products.
     _UPCAST_16BIT_DOTS = tl.constexpr(interpreting())
@@ -103,8 +105,11 @@ if HAS_TRITON:
     @triton.jit
     def _dot32(a, b, DT: tl.constexpr, PREC: tl.constexpr):
         """a @ b where an operand is a float32 intermediate (a state, V', dV', M, scores): float32-accurate for
-        float32 inputs (PREC 2), else tf32 (PREC 1)."""
-        return _dot_tf32(a, b, PREC)
+        float32 inputs (PREC 2), tf32 (PREC 1), or both operands rounded to the 16-bit input dtype (PREC 0)."""
+        if PREC == 0:
+            return _dot(a, b, DT, PREC)
+        else:
+            return _dot_tf32(a, b, PREC)
 
     @triton.jit
     def _rows(ptr, bos, eos, h, H, D: tl.constexpr, first_row, C: tl.constexpr, BD: tl.constexpr, col0=0):
@@ -396,11 +401,18 @@ LAUNCH = {
     "wy_backward": dict(num_warps=8, num_stages=3),
 }
 STATE_BV: int | None = None     # V-block width of the sequential kernels; None: :func:`_state_block` decides
+# 16-bit inputs with W, U, V', dV' stored in the input dtype and every product 16-bit (PREC 0, fla's choice; see the
+# module docstring). Off: it is CPU-tested (interpreter) but not yet verified on a GPU.
+FAST_16BIT = False
 
 
-def _precision(dtype: torch.dtype) -> int:
-    """PREC of the kernels: 2 for float32 inputs (float32-accurate products), 1 for 16-bit inputs."""
-    return 2 if dtype == torch.float32 else 1
+def _precision(dtype: torch.dtype) -> tuple[int, torch.dtype]:
+    """(PREC of the kernels, dtype of the W, U, V', dV' buffers) for inputs of ``dtype``: 2 for float32 inputs
+    (float32-accurate products), 1 for 16-bit inputs (float32 intermediates, tf32 products of them), 0 for 16-bit
+    inputs with ``FAST_16BIT``."""
+    if dtype == torch.float32:
+        return 2, torch.float32
+    return (0, dtype) if FAST_16BIT else (1, torch.float32)
 
 
 def _launch(name: str, K: int, prec: int) -> dict:
@@ -412,6 +424,9 @@ def _launch(name: str, K: int, prec: int) -> dict:
     if name == "wy_backward" and (prec == 2 or K > 64):
         # 3 stages of the K = 128 bf16 tiles need 256 KiB of shared memory, over the H200's 227 KiB per block
         opts["num_stages"] = 1
+    if prec == 0 and opts["num_warps"] == 8 and opts["num_stages"] == 1:
+        # 8 warps with 1 stage hit illegal addresses in the 16-bit mode on the H200 (a Triton 3.6 miscompile)
+        opts["num_warps"] = 4
     return opts
 
 
@@ -424,9 +439,9 @@ class _DeltaRuleFunction(torch.autograd.Function):
         NT, H, K = q.shape
         V, NS, C = v.shape[-1], cu.numel() - 1, CHUNK
         BK, BV = _next_pow2(K), min(64, _next_pow2(V))
-        prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
-        # W, U and V' in float32: V' = U − W S cancels (see the module docstring)
-        w, u, vnew = _buffer(k.shape, f32, dev), _buffer(v.shape, f32, dev), _buffer(v.shape, f32, dev)
+        (prec, inter), dev = _precision(q.dtype), q.device
+        # W, U and V' in float32 unless FAST_16BIT: V' = U − W S cancels (see the module docstring)
+        w, u, vnew = _buffer(k.shape, inter, dev), _buffer(v.shape, inter, dev), _buffer(v.shape, inter, dev)
         o = _buffer(v.shape, v.dtype, dev)
         m = _buffer((n_chunks, H, C, C), torch.float32, dev)
         states = _buffer((n_chunks, H, K, V), q.dtype, dev)          # S_c entering each chunk
@@ -450,9 +465,9 @@ class _DeltaRuleFunction(torch.autograd.Function):
         NT, H, K = q.shape
         V, NS, C, n_chunks, scale = v.shape[-1], cu.numel() - 1, CHUNK, ctx.n_chunks, ctx.scale
         BK, BV = _next_pow2(K), min(64, _next_pow2(V))
-        prec, dev = _precision(q.dtype), q.device
+        (prec, inter), dev = _precision(q.dtype), q.device
         do = do.contiguous() if do is not None else torch.zeros_like(v)
-        dvn = _buffer((NT, H, V), torch.float32, dev)
+        dvn = _buffer((NT, H, V), inter, dev)
         dstates = _buffer(states.shape, states.dtype, dev)          # dS leaving each chunk
         ds0 = _buffer((NS, H, K, V), torch.float32, dev)
         dq = _buffer(q.shape, q.dtype, dev)

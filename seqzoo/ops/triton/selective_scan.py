@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import HAS_TRITON, patch_interpreter_loop_bounds
+from . import HAS_TRITON, patch_interpreter
 from .delta_rule import chunk_layout
 
 CHUNK = 32          # steps between checkpoints of the state (and length of the backward's recompute buffer)
@@ -46,7 +46,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    patch_interpreter_loop_bounds()
+    patch_interpreter()
 
     @triton.jit
     def _scan_forward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, x0_ptr, y_ptr, xT_ptr, ckpt_ptr,
