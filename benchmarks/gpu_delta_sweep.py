@@ -8,7 +8,7 @@ the same process; then come our errors at the start settings, the sweep, the bes
 and q, k, v, β gradients against the float64 chunk form, at D and at 16, beside fla's) and each compiled kernel's
 registers, spills and shared memory. ``--no-sweep`` stops after the start settings.
 
-    python benchmarks/gpu_delta_sweep.py --batch 4 --seq 8192 [--no-sweep] [--json out.json]
+    python benchmarks/gpu_delta_sweep.py --batch 4 --seq 8192 [--fast-16bit] [--no-sweep] [--json out.json]
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--warps", default="2,4,8")
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--no-sweep", action="store_true", help="only time and check the current settings")
+    ap.add_argument("--fast-16bit", action="store_true", help="the FAST_16BIT mode (bf16 intermediates)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -122,6 +123,7 @@ def main() -> None:
     import seqzoo.ops.triton.delta_rule as kd
 
     torch.backends.cuda.matmul.allow_tf32 = False
+    kd.FAST_16BIT = args.fast_16bit
     B, T, H, D = args.batch, args.seq, args.heads, args.dim
     leaves = inputs(B, T, H, D, torch.bfloat16)
     do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
@@ -129,7 +131,7 @@ def main() -> None:
     def ours(q, k, v, b):
         return ops.delta_rule(q, k, v, b, impl="triton")[0]
 
-    result = {"env": environment(), "shape": [B, T, H, D]}
+    result = {"env": environment(), "shape": [B, T, H, D], "fast_16bit": args.fast_16bit}
     try:
         from fla.ops.delta_rule import chunk_delta_rule
 
@@ -142,7 +144,7 @@ def main() -> None:
         print(f"fla: not measured ({type(exc).__name__}: {exc})")
     print(f"fla: {result.get('fla_ms')} ms, errors {result.get('fla_errors')}", flush=True)
     step = fwd_bwd(ours, leaves, do)
-    print(f"delta_rule B{B}·T{T}·H{H}·D{D} bf16", flush=True)
+    print(f"delta_rule B{B}·T{T}·H{H}·D{D} bf16, FAST_16BIT={args.fast_16bit}", flush=True)
 
     def measure(label):
         try:
