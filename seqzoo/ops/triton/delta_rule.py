@@ -21,9 +21,8 @@ them no-op steps):
     O   = scale · (Q S_c + (Q Kᵀ ⊙ Mask) V')                  (kernel 3; Mask: s ≤ t)
 
 M is formed blockwise: the four 16 × 16 diagonal blocks of I + L are inverted (all four at once, by repeated
-squaring of the nilpotent L_D: six 64 × 64 matmuls), giving M_D;
-with L_O the part of L below the diagonal blocks, I + L = (I + L_D)(I + N), N = M_D L_O, and N is nilpotent
-(N⁴ = 0), so M = (I − N)(I + N²) M_D (four matmuls).
+squaring of the nilpotent L_D: six 64 × 64 matmuls), giving M_D; with L_O the part of L below the diagonal blocks,
+I + L = (I + L_D)(I + N), N = M_D L_O, and N is nilpotent (N⁴ = 0), so M = (I − N)(I + N²) M_D (four matmuls).
 
 Backward, given dO and dS_T (the gradient of the final state). Kernel 4 forms dV'_intra = scale (Q Kᵀ ⊙ Mask)ᵀ dO
 and dQ (below), which need no state gradient; kernel 5 runs backwards over the chunks carrying dS (the gradient of
@@ -54,8 +53,9 @@ batch 1; the state is reset at every boundary, each sequence has its own initial
 cross a boundary. Without ``cu_seqlens`` the batch is treated as B sequences of length T.
 
 Matmuls: ``_dot`` multiplies two input-precision operands (16-bit, or float32-accurate "tf32x3" for float32
-inputs); ``_dot32`` multiplies float32 intermediates (tf32 with 16-bit inputs, 16-bit with ``FAST_16BIT``). ``tl.dot`` needs every tile side
-≥ 16. The launch settings (``LAUNCH``) were swept on an H200 by ``benchmarks/gpu_delta_sweep.py``.
+inputs); ``_dot32`` multiplies float32 intermediates (tf32 with 16-bit inputs, 16-bit with ``FAST_16BIT``).
+``tl.dot`` needs every tile side ≥ 16. The launch settings (``LAUNCH``) were swept on an H200 by
+``benchmarks/gpu_delta_sweep.py``.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from torch import Tensor
 from . import HAS_TRITON, interpreting, patch_interpreter
 
 CHUNK = 64      # chunk length of the kernels (fixed)
-SUB = 16        # side of the diagonal blocks inverted by substitution
+SUB = 16        # side of the diagonal blocks of M inverted by repeated squaring
 
 
 
