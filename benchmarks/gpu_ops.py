@@ -17,6 +17,8 @@ Times are medians of CUDA-event timings after warm-up (which includes Triton aut
 are not installed, and ops whose Triton impl does not exist yet, are skipped with a note.
 
     python benchmarks/gpu_ops.py [--quick] [--json out.json] [--ops linear_attention,delta_rule] [--iters 20]
+        [--variants]    (adds columns for the off-by-default kernel variants: ``ours / variant`` > 1 means the
+                        variant is faster)
 """
 
 from __future__ import annotations
@@ -65,6 +67,20 @@ def _matrix_inputs(B, T, H, D, gate, device, dtype):
     return [q, k, v]
 
 
+def _flagged(module, flag: str, fn):
+    """fn run with ``module.flag = True`` (an off-by-default kernel variant; its backward follows its forward)."""
+    def run(*args):
+        setattr(module, flag, True)
+        try:
+            return fn(*args)
+        finally:
+            setattr(module, flag, False)
+    return run
+
+
+VARIANTS = False   # --variants: also time the kernel variants that are off by default, as extra columns
+
+
 def build(op, B, T, H, D, device, dtype):
     import seqzoo.ops as ops
 
@@ -87,6 +103,10 @@ def build(op, B, T, H, D, device, dtype):
     if op == "delta_rule":
         inputs = _matrix_inputs(B, T, H, D, "beta", device, dtype)
         fns = {"ours": lambda q, k, v, b: ops.delta_rule(q, k, v, b, impl="triton")[0]}
+        if VARIANTS:
+            import seqzoo.ops.triton.delta_rule as kernels
+
+            fns["ours-fast16"] = _flagged(kernels, "FAST_16BIT", fns["ours"])
         fla = _peer("fla.ops.delta_rule", "chunk_delta_rule")
         if fla is not None:
             extra = _kwargs_for(fla, head_first=False)
@@ -101,6 +121,10 @@ def build(op, B, T, H, D, device, dtype):
         Dskip = torch.randn(Dm, device=device)
         inputs = [u, delta, A, Bm, Cm, Dskip]
         fns = {"ours": lambda u, d, A, b, c, D_: ops.selective_scan(u, d, A, b, c, D_, impl="triton")[0]}
+        if VARIANTS:
+            import seqzoo.ops.triton.selective_scan as kernels
+
+            fns["ours-segmented"] = _flagged(kernels, "SEGMENTED", fns["ours"])
         scan = _peer("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
         if scan is not None:
             fns["mamba_ssm"] = lambda u, d, A, b, c, D_: scan(u.transpose(1, 2), d.transpose(1, 2), A,
@@ -175,6 +199,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny shapes (H 4, D 64), a smoke test")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--variants", action="store_true", help="also time the off-by-default kernel variants "
+                                                            "(delta rule FAST_16BIT, segmented selective scan)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--floors", action="store_true", help="print the FLOP/byte floors of every op and shape and exit "
                                                           "(no GPU needed)")
@@ -185,6 +211,8 @@ def main() -> None:
         return
     if not torch.cuda.is_available():
         sys.exit("gpu_ops.py needs a CUDA GPU")
+    global VARIANTS
+    VARIANTS = args.variants
     device, dtype = torch.device("cuda"), torch.bfloat16
     shapes, H, D = (QUICK_SHAPES, 4, 64) if args.quick else (SHAPES, 16, 128)
     if args.quick:

@@ -141,6 +141,11 @@ def test_cuda_varlen_matches_separate_sequences(dtype):
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
+def test_cuda_segmented_scan():
+    check_segmented("cuda", T=1000, lengths=[700, 0, 33, 1, 960], Dm=96, N=16)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
 def test_cuda_auto_picks_triton_and_keeps_float64_on_chunk():
     tensors, x0 = make_inputs(2, 50, 40, 8, torch.float32, "cuda", seed=3)
     y_auto, x_auto = selective_scan(*tensors, initial_state=x0)
@@ -164,6 +169,24 @@ def interpreter_checks():
     check_against_reference(2, 33, 16, 4, torch.float32, "cpu", seed=2, skip=False, with_state=False)
     check_against_reference(1, 20, 16, 4, torch.bfloat16, "cpu", seed=3)
     check_varlen([5, 0, 33, 1], 16, 4, torch.float32, "cpu", seed=4)
+    check_segmented("cpu", T=100, lengths=[70, 0, 33, 1, 96], Dm=16, N=4)
+
+
+def check_segmented(device, T, lengths, Dm, N):
+    """The segmented (chunk-parallel) scan, forced to segments of one checkpoint interval: same checks, and the
+    layout really has several segments per sequence."""
+    import seqzoo.ops.triton.selective_scan as kernels
+
+    saved = kernels.SEGMENTED, kernels.SEGMENT_MIN, kernels.PROGRAMS_TARGET
+    kernels.SEGMENTED, kernels.SEGMENT_MIN, kernels.PROGRAMS_TARGET = True, kernels.CHUNK, 10 ** 9
+    try:
+        assert kernels._segment_length(T, 2, Dm) == kernels.CHUNK
+        check_against_reference(2, T, Dm, N, torch.float32, device, seed=5)
+        check_against_reference(1, T, Dm, N, torch.float32, device, seed=6, skip=False, with_state=False)
+        check_against_reference(2, T, Dm, N, torch.bfloat16, device, seed=7)
+        check_varlen(lengths, Dm, N, torch.float32, device, seed=8)
+    finally:
+        kernels.SEGMENTED, kernels.SEGMENT_MIN, kernels.PROGRAMS_TARGET = saved
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs Triton")
