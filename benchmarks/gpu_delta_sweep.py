@@ -3,10 +3,11 @@
 For each variant (``num_warps`` / ``num_stages`` of each kernel, the V block of the sequential kernels) this prints
 the time of every kernel of one forward + backward pass (``torch.profiler``) and of the whole pass. The sweep is
 greedy, one kernel at a time, keeping each kernel's fastest setting (the V block is shared by the two sequential
-kernels, so their rows interact). fla's ``chunk_delta_rule`` is timed first, in
-the same process; then come our errors at the start settings, the sweep, the best settings with their errors (output
-and q, k, v, β gradients against the float64 chunk form, at D and at 16, beside fla's) and each compiled kernel's
-registers, spills and shared memory. ``--no-sweep`` stops after the start settings.
+kernels, so their rows interact). fla's ``chunk_delta_rule`` is timed first, in the same process; then come our
+errors at the start settings, the sweep, the best settings with their errors (output and q, k, v, β gradients
+against the float64 chunk form at the ``--error-dims`` head sizes, beside fla's) and each compiled kernel's
+registers, spills and shared memory. ``--no-sweep`` stops after the start settings (allow it ~5 minutes: fla
+autotunes at every shape).
 
     python benchmarks/gpu_delta_sweep.py --batch 4 --seq 8192 [--fast-16bit] [--no-sweep] [--json out.json]
 """
@@ -111,6 +112,8 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=8192)
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--error-dims", default=None, help="head sizes of the error checks (default: D,16; each one "
+                                                              "compiles fla and our kernels again, about a minute)")
     ap.add_argument("--warps", default="2,4,8")
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--no-sweep", action="store_true", help="only time and check the current settings")
@@ -125,6 +128,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     kd.FAST_16BIT = args.fast_16bit
     B, T, H, D = args.batch, args.seq, args.heads, args.dim
+    dims = [int(x) for x in args.error_dims.split(",")] if args.error_dims else [D, 16]
     leaves = inputs(B, T, H, D, torch.bfloat16)
     do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
 
@@ -139,7 +143,7 @@ def main() -> None:
             return chunk_delta_rule(q, k, v, b)[0]
 
         result["fla_ms"] = cuda_time(fwd_bwd(fla, leaves, do), warmup=3, iters=10) * 1e3
-        result["fla_errors"] = {d: errors(fla, 1, 4096, 4, d, torch.bfloat16) for d in (D, 16)}
+        result["fla_errors"] = {d: errors(fla, 1, 4096, 4, d, torch.bfloat16) for d in dims}
     except Exception as exc:  # noqa: BLE001 - the peer is optional
         print(f"fla: not measured ({type(exc).__name__}: {exc})")
     print(f"fla: {result.get('fla_ms')} ms, errors {result.get('fla_errors')}", flush=True)
@@ -158,7 +162,7 @@ def main() -> None:
         return times
 
     base = measure("start")
-    result["start_errors"] = {d: errors(ours, 1, 4096, 4, d, torch.bfloat16) for d in (D, 16)}
+    result["start_errors"] = {d: errors(ours, 1, 4096, 4, d, torch.bfloat16) for d in dims}
     print(f"errors at the start settings: {result['start_errors']}", flush=True)
     if args.no_sweep:
         write_json(args.json, result)
@@ -180,7 +184,7 @@ def main() -> None:
     final = measure("best")
     total_ms = cuda_time(step, warmup=3, iters=10) * 1e3
     result.update(launch=kd.LAUNCH, state_bv=kd.STATE_BV, kernels_ms=final, total_ms=total_ms,
-                  errors={d: errors(ours, 1, 4096, 4, d, torch.bfloat16) for d in (D, 16)})
+                  errors={d: errors(ours, 1, 4096, 4, d, torch.bfloat16) for d in dims})
     print("\n".join(compiled_stats(kd)))
     for key in ("launch", "state_bv", "total_ms", "fla_ms", "errors", "fla_errors"):
         print(f"{key}: {result.get(key)}")
