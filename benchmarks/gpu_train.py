@@ -11,6 +11,7 @@ default AdamW). DeltaNet, Mamba and hybrid (DeltaNet + attention every other lay
 width and depth are reported as well (their ops run their pure-PyTorch chunked forms unless a Triton impl exists).
 
     python benchmarks/gpu_train.py --json out.json [--models seqzoo-attention,hf-llama,...] [--steps 10]
+        [--kernel-variants] [--profile]
 """
 
 from __future__ import annotations
@@ -76,12 +77,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--kernel-variants", action="store_true",
+                    help="turn on the off-by-default kernel variants (delta rule FAST_16BIT, segmented selective scan)")
     ap.add_argument("--profile", action="store_true",
                     help="after timing, print each model's 12 most expensive CUDA kernels over one step")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("gpu_train.py needs a CUDA GPU")
     device = torch.device("cuda")
+    if args.kernel_variants:
+        import seqzoo.ops.triton.delta_rule as delta_kernels
+        import seqzoo.ops.triton.selective_scan as scan_kernels
+
+        delta_kernels.FAST_16BIT = scan_kernels.SEGMENTED = True
     torch.backends.cuda.matmul.allow_tf32 = True
     tokens = torch.randint(0, 32000, (args.batch, args.seq + 1), device=device)
     rows = []
