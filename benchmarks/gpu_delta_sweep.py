@@ -106,16 +106,24 @@ def errors(fn, B, T, H, D, dtype) -> dict[str, float]:
     return {k: round(v, 5) for k, v in out.items()}
 
 
+def int_list(text: str) -> list[int]:
+    """argparse type: comma-separated integers ("2,4,8")."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=8192)
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--error-dims", default=None, help="head sizes of the error checks (default: D,16; each one "
+    ap.add_argument("--error-dims", type=int_list, default=None, help="head sizes of the error checks (default: D,16; each one "
                                                               "compiles fla and our kernels again, about a minute)")
-    ap.add_argument("--warps", default="2,4,8")
-    ap.add_argument("--stages", default="1,2,3")
+    ap.add_argument("--warps", type=int_list, default=[2, 4, 8])
+    ap.add_argument("--stages", type=int_list, default=[1, 2, 3])
     ap.add_argument("--no-sweep", action="store_true", help="only time and check the current settings")
     ap.add_argument("--fast-16bit", action="store_true", help="the FAST_16BIT mode (bf16 intermediates)")
     ap.add_argument("--json", default=None)
@@ -128,7 +136,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     kd.FAST_16BIT = args.fast_16bit
     B, T, H, D = args.batch, args.seq, args.heads, args.dim
-    dims = [int(x) for x in args.error_dims.split(",")] if args.error_dims else [D, 16]
+    dims = args.error_dims or [D, 16]
     leaves = inputs(B, T, H, D, torch.bfloat16)
     do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
 
@@ -167,8 +175,7 @@ def main() -> None:
     if args.no_sweep:
         write_json(args.json, result)
         return
-    warps = [int(x) for x in args.warps.split(",")]
-    stages = [int(x) for x in args.stages.split(",")]
+    warps, stages = args.warps, args.stages
     for name in KERNELS:
         best, best_t = dict(kd.LAUNCH[name]), (base or {}).get(name, float("inf"))
         best_bv = kd.STATE_BV

@@ -78,10 +78,8 @@ def _flagged(module, flag: str, fn):
     return run
 
 
-VARIANTS = False   # --variants: also time the kernel variants that are off by default, as extra columns
-
-
-def build(op, B, T, H, D, device, dtype):
+def build(op, B, T, H, D, device, dtype, variants=False):
+    """``variants``: also time the kernel variants that are off by default, as extra columns."""
     import seqzoo.ops as ops
 
     if op == "linear_attention":
@@ -103,7 +101,7 @@ def build(op, B, T, H, D, device, dtype):
     if op == "delta_rule":
         inputs = _matrix_inputs(B, T, H, D, "beta", device, dtype)
         fns = {"ours": lambda q, k, v, b: ops.delta_rule(q, k, v, b, impl="triton")[0]}
-        if VARIANTS:
+        if variants:
             import seqzoo.ops.triton.delta_rule as kernels
 
             fns["ours-fast16"] = _flagged(kernels, "FAST_16BIT", fns["ours"])
@@ -121,7 +119,7 @@ def build(op, B, T, H, D, device, dtype):
         Dskip = torch.randn(Dm, device=device)
         inputs = [u, delta, A, Bm, Cm, Dskip]
         fns = {"ours": lambda u, d, A, b, c, D_: ops.selective_scan(u, d, A, b, c, D_, impl="triton")[0]}
-        if VARIANTS:
+        if variants:
             import seqzoo.ops.triton.selective_scan as kernels
 
             fns["ours-segmented"] = _flagged(kernels, "SEGMENTED", fns["ours"])
@@ -211,8 +209,6 @@ def main() -> None:
         return
     if not torch.cuda.is_available():
         sys.exit("gpu_ops.py needs a CUDA GPU")
-    global VARIANTS
-    VARIANTS = args.variants
     device, dtype = torch.device("cuda"), torch.bfloat16
     shapes, H, D = (QUICK_SHAPES, 4, 64) if args.quick else (SHAPES, 16, 128)
     if args.quick:
@@ -233,7 +229,7 @@ def main() -> None:
             print(notes[-1], flush=True)
             continue
         for B, T in shapes:
-            inputs, fns, fwd_only = build(op, B, T, H, D, device, dtype)
+            inputs, fns, fwd_only = build(op, B, T, H, D, device, dtype, args.variants)
             for mode in ("fwd", "fwd+bwd"):
                 row = {"op": op, "B": B, "T": T, "H": H, "D": D, "mode": mode, "ms": {}, "errors": {}}
                 for name, fn in fns.items():

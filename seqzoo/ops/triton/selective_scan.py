@@ -62,6 +62,15 @@ if HAS_TRITON:
     patch_interpreter()
 
     @triton.jit
+    def _channel_tile(blk, Dm, N: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr):
+        """The ``[BD, BN]`` state tile of channel block ``blk``: channel and state indices, their masks, and the
+        offsets of its elements in a ``[Dm, N]`` array."""
+        d = blk * BD + tl.arange(0, BD)
+        nn = tl.arange(0, BN)
+        dmask, nmask = d < Dm, nn < N
+        return d, nn, dmask, nmask, dmask[:, None] & nmask[None, :], d[:, None] * N + nn[None, :]
+
+    @triton.jit
     def _scan_forward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, x0_ptr, y_ptr, xT_ptr, ckpt_ptr,
                              dsum_ptr, cu_ptr, first_ptr, Dm, N: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
                              CH: tl.constexpr, HAS_D: tl.constexpr, HAS_X0: tl.constexpr, STATE_ONLY: tl.constexpr):
@@ -72,11 +81,7 @@ if HAS_TRITON:
         bos = tl.load(cu_ptr + seq).to(tl.int64)
         eos = tl.load(cu_ptr + seq + 1).to(tl.int64)
         first = tl.load(first_ptr + seq).to(tl.int64)
-        d = blk * BD + tl.arange(0, BD)
-        nn = tl.arange(0, BN)
-        dmask, nmask = d < Dm, nn < N
-        smask = dmask[:, None] & nmask[None, :]
-        soff = d[:, None] * N + nn[None, :]
+        d, nn, dmask, nmask, smask, soff = _channel_tile(blk, Dm, N, BD, BN)
         A2 = tl.load(A_ptr + soff, mask=smask, other=0.0).to(tl.float32) * 1.4426950408889634   # A log2(e)
         if HAS_D:
             Dskip = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32)
@@ -117,11 +122,7 @@ if HAS_TRITON:
         bos = tl.load(cu_ptr + seq).to(tl.int64)
         eos = tl.load(cu_ptr + seq + 1).to(tl.int64)
         first = tl.load(first_ptr + seq).to(tl.int64)
-        d = blk * BD + tl.arange(0, BD)
-        nn = tl.arange(0, BN)
-        dmask, nmask = d < Dm, nn < N
-        smask = dmask[:, None] & nmask[None, :]
-        soff = d[:, None] * N + nn[None, :]
+        d, nn, dmask, nmask, smask, soff = _channel_tile(blk, Dm, N, BD, BN)
         A = tl.load(A_ptr + soff, mask=smask, other=0.0).to(tl.float32)
         A2 = A * 1.4426950408889634
         if HAS_D:
@@ -184,7 +185,6 @@ if HAS_TRITON:
         if HAS_D:
             tl.store(dD_ptr + seq * Dm + d, dD, mask=dmask)
 
-
     @triton.jit
     def _scan_lambda_kernel(delta_ptr, A_ptr, C_ptr, dy_ptr, out_ptr, cu_ptr, Dm, N: tl.constexpr,
                             BD: tl.constexpr, BN: tl.constexpr):
@@ -193,11 +193,7 @@ if HAS_TRITON:
         seg, blk = tl.program_id(0).to(tl.int64), tl.program_id(1)
         bos = tl.load(cu_ptr + seg).to(tl.int64)
         eos = tl.load(cu_ptr + seg + 1).to(tl.int64)
-        d = blk * BD + tl.arange(0, BD)
-        nn = tl.arange(0, BN)
-        dmask, nmask = d < Dm, nn < N
-        smask = dmask[:, None] & nmask[None, :]
-        soff = d[:, None] * N + nn[None, :]
+        d, nn, dmask, nmask, smask, soff = _channel_tile(blk, Dm, N, BD, BN)
         A2 = tl.load(A_ptr + soff, mask=smask, other=0.0).to(tl.float32) * 1.4426950408889634
         carry = tl.zeros([BD, BN], dtype=tl.float32)
         for tt in range(eos - bos):
@@ -259,12 +255,7 @@ def _channel_block(Dm: int, N: int, sequences: int) -> int:
     return block
 
 
-# Segmented (chunk-parallel) scan: each sequence is cut into segments of whole checkpoint intervals, and the
-# kernels above run with one program per (segment, channel block) instead of per (sequence, channel block), in
-# three passes (forward: every segment's final state from a zero start; the states entering the segments, carried
-# sequentially over segments with h ← exp(A ΣΔ) ⊙ h + E; the full scan of every segment from its entering state.
-# Backward likewise, with the λ recursion). The results equal the sequential scan's; the point is parallelism when
-# few sequences × channel blocks would leave most of the GPU idle. Off until measured on a GPU.
+# The segmented scan of the module docstring; off until measured on a GPU.
 SEGMENTED = False
 SEGMENT_MIN = 4 * CHUNK        # shortest segment
 PROGRAMS_TARGET = 2048         # (segments or sequences) × channel blocks to aim for
@@ -272,10 +263,10 @@ CARRY_BLOCK = 1024             # state values per program of the carry kernel
 
 
 def _segment_length(max_len: int, sequences: int, Dm: int) -> int:
-    """Segment length (a multiple of CHUNK), or 0 for no segmenting: off, or the sequences alone already give
-    PROGRAMS_TARGET programs of the widest channel block (64)."""
+    """Segment length (a multiple of CHUNK) for the segmented scan, or 0 where it gains nothing: the sequences alone
+    already give PROGRAMS_TARGET programs of the widest channel block (64), or a sequence is one segment."""
     programs = sequences * -(-Dm // 64)
-    if not SEGMENTED or programs >= PROGRAMS_TARGET:
+    if programs >= PROGRAMS_TARGET:
         return 0
     per_sequence = -(-PROGRAMS_TARGET // programs)          # segments wanted per sequence
     length = -(-max_len // per_sequence)
