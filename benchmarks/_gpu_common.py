@@ -37,11 +37,25 @@ def count_params(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def cuda_time(fn, *, warmup: int, iters: int) -> float:
-    """Median seconds of ``fn()`` over ``iters`` runs after ``warmup`` runs (CUDA events)."""
+def cuda_time(fn, *, warmup: int, iters: int, back_to_back: bool = False) -> float:
+    """Median seconds of ``fn()`` over ``iters`` runs after ``warmup`` runs (CUDA events). Each run is synchronised
+    before and after, so host time that leaves the GPU idle counts. ``back_to_back``: instead, the mean over
+    ``iters`` calls queued without a synchronisation (the median of three such rounds), as in a training loop,
+    where the host prepares the next call while the GPU runs the last one."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    if back_to_back:
+        rounds = []
+        for _ in range(3):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            rounds.append(start.elapsed_time(end) / 1e3 / iters)
+        return sorted(rounds)[1]
     times = []
     for _ in range(iters):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

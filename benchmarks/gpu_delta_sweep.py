@@ -9,12 +9,13 @@ against the float64 chunk form at the ``--error-dims`` head sizes, beside fla's)
 registers, spills and shared memory. ``--no-sweep`` stops after the start settings (allow it ~5 minutes: fla
 autotunes at every shape).
 
-    python benchmarks/gpu_delta_sweep.py --batch 4 --seq 8192 [--fast-16bit] [--no-sweep] [--json out.json]
+    python benchmarks/gpu_delta_sweep.py --batch 4 --seq 8192 [--float32-intermediates] [--no-sweep] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 
@@ -89,16 +90,22 @@ def rel(a, b) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
+@functools.lru_cache(maxsize=4)
+def _reference(B, T, H, D, dtype):
+    """The float64 chunk form's output, a random output gradient and the input gradients, on errors()' inputs."""
+    import seqzoo.ops as ops
+
+    ref_leaves = [x.detach().double().requires_grad_() for x in inputs(B, T, H, D, dtype, seed=1)]
+    o_ref, _ = ops.delta_rule(*ref_leaves, impl="chunk")
+    do = torch.randn_like(o_ref)
+    return o_ref.detach(), do, torch.autograd.grad(o_ref, ref_leaves, do)
+
+
 def errors(fn, B, T, H, D, dtype) -> dict[str, float]:
     """Relative errors of o and the q, k, v, β gradients against the float64 chunk form (itself tested against the
     float64 recurrence), on fresh inputs."""
-    import seqzoo.ops as ops
-
     leaves = inputs(B, T, H, D, dtype, seed=1)
-    ref_leaves = [x.detach().double().requires_grad_() for x in leaves]
-    o_ref, _ = ops.delta_rule(*ref_leaves, impl="chunk")
-    do = torch.randn_like(o_ref)
-    grads_ref = torch.autograd.grad(o_ref, ref_leaves, do)
+    o_ref, do, grads_ref = _reference(B, T, H, D, dtype)
     o = fn(*leaves)
     grads = torch.autograd.grad(o, leaves, do.to(o.dtype))
     out = {"o": rel(o, o_ref)}
@@ -124,8 +131,18 @@ def main() -> None:
                                                               "compiles fla and our kernels again, about a minute)")
     ap.add_argument("--warps", type=int_list, default=[2, 4, 8])
     ap.add_argument("--stages", type=int_list, default=[1, 2, 3])
+    ap.add_argument("--kernels", default=",".join(KERNELS), help="the kernels to sweep, in order")
+    ap.add_argument("--block-v", type=int_list, default=None,
+                    help="V blocks of the wy_backward kernel to sweep (default: the shared V block only)")
+    ap.add_argument("--raw", action="store_true",
+                    help="launch each swept setting as given, without the host's overrides (which avoid shared-memory "
+                         "overflow and known miscompiles): to measure those")
+    ap.add_argument("--check-each", action="store_true",
+                    help="the output and gradient errors at head size D after every setting")
+    ap.add_argument("--no-peer", action="store_true", help="skip fla (its autotuning takes minutes)")
     ap.add_argument("--no-sweep", action="store_true", help="only time and check the current settings")
-    ap.add_argument("--fast-16bit", action="store_true", help="the FAST_16BIT mode (bf16 intermediates)")
+    ap.add_argument("--float32-intermediates", action="store_true",
+                    help="FAST_16BIT off: W, U, V', dV' in float32 (the default mode keeps them in bf16)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -134,7 +151,7 @@ def main() -> None:
     import seqzoo.ops.triton.delta_rule as kd
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    kd.FAST_16BIT = args.fast_16bit
+    kd.FAST_16BIT = not args.float32_intermediates
     B, T, H, D = args.batch, args.seq, args.heads, args.dim
     dims = args.error_dims or [D, 16]
     leaves = inputs(B, T, H, D, torch.bfloat16)
@@ -143,8 +160,10 @@ def main() -> None:
     def ours(q, k, v, b):
         return ops.delta_rule(q, k, v, b, impl="triton")[0]
 
-    result = {"env": environment(), "shape": [B, T, H, D], "fast_16bit": args.fast_16bit}
+    result = {"env": environment(), "shape": [B, T, H, D], "fast_16bit": not args.float32_intermediates}
     try:
+        if args.no_peer:
+            raise ImportError("--no-peer")
         from fla.ops.delta_rule import chunk_delta_rule
 
         def fla(q, k, v, b):
@@ -156,7 +175,7 @@ def main() -> None:
         print(f"fla: not measured ({type(exc).__name__}: {exc})")
     print(f"fla: {result.get('fla_ms')} ms, errors {result.get('fla_errors')}", flush=True)
     step = fwd_bwd(ours, leaves, do)
-    print(f"delta_rule B{B}·T{T}·H{H}·D{D} bf16, FAST_16BIT={args.fast_16bit}", flush=True)
+    print(f"delta_rule B{B}·T{T}·H{H}·D{D} bf16, FAST_16BIT={kd.FAST_16BIT}", flush=True)
 
     def measure(label):
         try:
@@ -176,21 +195,32 @@ def main() -> None:
         write_json(args.json, result)
         return
     warps, stages = args.warps, args.stages
-    for name in KERNELS:
-        best, best_t = dict(kd.LAUNCH[name]), (base or {}).get(name, float("inf"))
+    table = kd.LAUNCH_16BIT if kd.FAST_16BIT and D >= 64 else kd.LAUNCH
+    prec = kd._precision(torch.bfloat16, D)[0]
+    if args.raw:
+        kd._launch = lambda name, K, prec: dict(table[name])
+    for name in args.kernels.split(","):
+        best, best_t = dict(table[name]), (base or {}).get(name, float("inf"))
         best_bv = kd.STATE_BV
         bvs = (32, 64) if name in SEQUENTIAL else (kd.STATE_BV,)
-        for nw, ns, bv in itertools.product(warps, stages, bvs):
-            kd.LAUNCH[name] = dict(num_warps=nw, num_stages=ns)
+        block_vs = args.block_v if name == "wy_backward" and args.block_v else (None,)
+        for nw, ns, bv, block_v in itertools.product(warps, stages, bvs, block_vs):
+            table[name] = dict(num_warps=nw, num_stages=ns, **({} if block_v is None else {"block_v": block_v}))
             kd.STATE_BV = bv
-            t = measure(f"{name} warps={nw} stages={ns}" + (f" BV={bv}" if name in SEQUENTIAL else ""))
+            run = kd._launch(name, D, prec)      # what is launched (the host overrides some settings)
+            ran = "" if run == table[name] else f" (runs warps={run['num_warps']} stages={run['num_stages']})"
+            label = (f"{name} warps={nw} stages={ns}{ran}" + (f" BV={bv}" if name in SEQUENTIAL else "")
+                     + ("" if block_v is None else f" block_v={block_v}"))
+            t = measure(label)
+            if t is not None and args.check_each:
+                print(f"    errors: {errors(ours, 1, 4096, 4, D, torch.bfloat16)}", flush=True)
             if t is not None and t[name] < best_t:
-                best, best_t, best_bv = dict(kd.LAUNCH[name]), t[name], bv
-        kd.LAUNCH[name], kd.STATE_BV = best, best_bv
+                best, best_t, best_bv = dict(table[name]), t[name], bv
+        table[name], kd.STATE_BV = best, best_bv
         print(f"* {name}: best {best} BV={best_bv} at {best_t:.3f} ms", flush=True)
     final = measure("best")
     total_ms = cuda_time(step, warmup=3, iters=10) * 1e3
-    result.update(launch=kd.LAUNCH, state_bv=kd.STATE_BV, kernels_ms=final, total_ms=total_ms,
+    result.update(launch=table, state_bv=kd.STATE_BV, kernels_ms=final, total_ms=total_ms,
                   errors={d: errors(ours, 1, 4096, 4, d, torch.bfloat16) for d in dims})
     print("\n".join(compiled_stats(kd)))
     for key in ("launch", "state_bv", "total_ms", "fla_ms", "errors", "fla_errors"):

@@ -12,13 +12,16 @@ Ops (bf16, H = 16, D = 128 unless ``--quick``) at B·T = 8·2048, 4·8192 and 1�
   ``mamba_chunk_scan_combined``, and beside the issue's measured mamba_ssm figures;
 * every row also shows its ratio to causal SDPA (``scaled_dot_product_attention(is_causal=True)``) at that shape.
 
-Times are medians of CUDA-event timings after warm-up (which includes Triton autotuning). Ratios are ours / peer
+Times are medians of CUDA-event timings after warm-up (which includes Triton autotuning), each call synchronised (or, with
+``--back-to-back``, calls queued without synchronisation, hiding host time). Ratios are ours / peer
 (< 1: ours is faster). The goal (issue 8): ≤ 0.9× fla at T ≥ 8192 and never above 1.1× at any shape. Peers that
 are not installed, and ops whose Triton impl does not exist yet, are skipped with a note.
 
     python benchmarks/gpu_ops.py [--quick] [--json out.json] [--ops linear_attention,delta_rule] [--iters 20]
-        [--variants]    (adds columns for the off-by-default kernel variants: ``ours / variant`` > 1 means the
-                        variant is faster)
+        [--variants]    (adds columns for kernel variants: delta rule with float32 intermediates, selective scan forced
+                        segmented / sequential; ``ours / variant`` > 1 means the variant is faster)
+        [--profile]     (after each timing: GPU busy vs idle time of the call, most expensive kernels)
+        [--back-to-back] (calls queued without a synchronisation between them; default: each call synchronised)
 """
 
 from __future__ import annotations
@@ -67,19 +70,20 @@ def _matrix_inputs(B, T, H, D, gate, device, dtype):
     return [q, k, v]
 
 
-def _flagged(module, flag: str, fn):
-    """fn run with ``module.flag = True`` (an off-by-default kernel variant; its backward follows its forward)."""
+def _flagged(module, flag: str, fn, value=True):
+    """fn run with ``module.flag = value`` (a kernel variant; its backward follows its forward)."""
     def run(*args):
-        setattr(module, flag, True)
+        saved = getattr(module, flag)
+        setattr(module, flag, value)
         try:
             return fn(*args)
         finally:
-            setattr(module, flag, False)
+            setattr(module, flag, saved)
     return run
 
 
 def build(op, B, T, H, D, device, dtype, variants=False):
-    """``variants``: also time the kernel variants that are off by default, as extra columns."""
+    """``variants``: also time kernel variants (modes that are not the default), as extra columns."""
     import seqzoo.ops as ops
 
     if op == "linear_attention":
@@ -104,7 +108,7 @@ def build(op, B, T, H, D, device, dtype, variants=False):
         if variants:
             import seqzoo.ops.triton.delta_rule as kernels
 
-            fns["ours-fast16"] = _flagged(kernels, "FAST_16BIT", fns["ours"])
+            fns["ours-f32inter"] = _flagged(kernels, "FAST_16BIT", fns["ours"], False)
         fla = _peer("fla.ops.delta_rule", "chunk_delta_rule")
         if fla is not None:
             extra = _kwargs_for(fla, head_first=False)
@@ -122,7 +126,8 @@ def build(op, B, T, H, D, device, dtype, variants=False):
         if variants:
             import seqzoo.ops.triton.selective_scan as kernels
 
-            fns["ours-segmented"] = _flagged(kernels, "SEGMENTED", fns["ours"])
+            fns["ours-segmented"] = _flagged(kernels, "SEGMENTED", fns["ours"], True)
+            fns["ours-sequential"] = _flagged(kernels, "SEGMENTED", fns["ours"], False)
         scan = _peer("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
         if scan is not None:
             fns["mamba_ssm"] = lambda u, d, A, b, c, D_: scan(u.transpose(1, 2), d.transpose(1, 2), A,
@@ -156,25 +161,50 @@ def sdpa_fn(B, T, H, D, device, dtype):
 
 
 # ------------------------------------------------------------------------------------------ timing
-def time_fn(fn, inputs, backward: bool, warmup: int, iters: int) -> float:
-    """Median ms of fn (forward) or of fn + its backward through every floating input."""
+def _step(fn, inputs, backward: bool):
+    """One call of fn (forward, no grad) or of fn + its backward through every floating input."""
     if not backward:
-        with torch.no_grad():
-            return cuda_time(lambda: fn(*inputs), warmup=warmup, iters=iters) * 1e3
+        def forward():
+            with torch.no_grad():
+                fn(*inputs)
+        return forward
     leaves = [x.detach().requires_grad_() if x.is_floating_point() else x for x in inputs]
     grad_of = [x for x in leaves if x.requires_grad]
-    out = fn(*leaves)
-    grad_out = torch.randn_like(out)
+    grad_out = torch.randn_like(fn(*leaves))
 
     def step():
         torch.autograd.grad(fn(*leaves), grad_of, grad_out, allow_unused=True)
+    return step
 
-    return cuda_time(step, warmup=warmup, iters=iters) * 1e3
+
+def time_fn(fn, inputs, backward: bool, warmup: int, iters: int, back_to_back: bool = False) -> float:
+    """Median ms of fn (forward) or of fn + its backward through every floating input."""
+    return cuda_time(_step(fn, inputs, backward), warmup=warmup, iters=iters, back_to_back=back_to_back) * 1e3
+
+
+def profile_fn(fn, inputs, backward: bool, iters: int = 5, top: int = 6) -> str:
+    """Where one call's time goes: the GPU's busy time (sum of kernel times) against the call's wall time (as timed:
+    synchronised before and after), so host time that leaves the GPU idle shows as the difference; and the most
+    expensive kernels."""
+    step = _step(fn, inputs, backward)
+    step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            step()
+            torch.cuda.synchronize()
+    kernels = sorted(((e.device_time_total / iters / 1e3, e.key) for e in prof.key_averages()
+                      if e.device_time_total > 0), reverse=True)
+    busy = sum(ms for ms, _ in kernels)
+    wall = cuda_time(step, warmup=1, iters=iters) * 1e3
+    top_kernels = ", ".join(f"{name[:40]} {ms:.3f}" for ms, name in kernels[:top])
+    return (f"wall {wall:.3f} ms, GPU busy {busy:.3f} ms, idle {wall - busy:.3f} ms, {len(kernels)} kernel kinds; "
+            f"top: {top_kernels}")
 
 
 def measure(fn, inputs, backward, args):
     try:
-        return time_fn(fn, inputs, backward, args.warmup, args.iters), None
+        return time_fn(fn, inputs, backward, args.warmup, args.iters, args.back_to_back), None
     except Exception as err:  # noqa: BLE001 - a peer that fails (e.g. fla's gated backward) is reported
         torch.cuda.synchronize()
         return None, f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
@@ -197,8 +227,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny shapes (H 4, D 64), a smoke test")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--variants", action="store_true", help="also time the off-by-default kernel variants "
-                                                            "(delta rule FAST_16BIT, segmented selective scan)")
+    ap.add_argument("--variants", action="store_true", help="also time kernel variants (delta rule with "
+                                                            "float32 intermediates, selective scan forced segmented / "
+                                                            "sequential)")
+    ap.add_argument("--back-to-back", action="store_true",
+                    help="time calls queued without a synchronisation between them (the GPU's time, host time hidden "
+                         "as in a training loop) instead of each call synchronised (host time that idles the GPU "
+                         "counts)")
+    ap.add_argument("--profile", action="store_true", help="after each timing, print where the call's time goes "
+                                                           "(GPU busy vs idle, most expensive kernels)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--floors", action="store_true", help="print the FLOP/byte floors of every op and shape and exit "
                                                           "(no GPU needed)")
@@ -239,6 +276,9 @@ def main() -> None:
                     ms, err = measure(fn, inputs, mode == "fwd+bwd", args)
                     if ms is not None:
                         row["ms"][name] = ms
+                        if args.profile:
+                            print(f"  profile {op} B{B}·T{T} {mode} {name}: "
+                                  f"{profile_fn(fn, inputs, mode == 'fwd+bwd')}", flush=True)
                     else:
                         row["errors"][name] = err
                 if sdpa[(B, T)][mode] is not None:
@@ -257,7 +297,8 @@ def main() -> None:
         print(_format(row))
     verdict = _goal(rows)
     print("\n" + "\n".join(verdict + notes))
-    write_json(args.json, {"env": environment(), "H": H, "D": D, "dtype": str(dtype), "rows": rows,
+    write_json(args.json, {"env": environment(), "H": H, "D": D, "dtype": str(dtype), "back_to_back": args.back_to_back,
+                           "rows": rows,
                            "goal": verdict, "notes": notes})
 
 

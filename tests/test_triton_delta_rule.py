@@ -124,7 +124,7 @@ def test_cuda_varlen_matches_separate_sequences(dtype):
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
 @pytest.mark.parametrize("K", (16, 64, 128))
-def test_cuda_fast_16bit_mode(K):
+def test_cuda_fast_16bit_mode(K):      # K = 16: the mode does not apply, both run the same kernels
     check_fast_16bit_mode("cuda", K)
 
 
@@ -155,24 +155,29 @@ def interpreter_checks():
         check_against_reference(2, T, 2, 16, 24, torch.float32, "cpu", seed=T, with_state=T != 64)
     check_against_reference(1, 70, 1, 32, 80, torch.float32, "cpu", seed=5)       # two V blocks, K = 32
     check_against_reference(2, 65, 2, 16, 16, torch.bfloat16, "cpu", seed=6)
+    check_against_reference(1, 70, 1, 64, 64, torch.bfloat16, "cpu", seed=7)       # the default FAST_16BIT mode
     check_varlen([37, 1, 0, 65, 64], 2, 16, 16, torch.float32, "cpu", seed=9)
-    check_fast_16bit_mode("cpu", K=16)
+    check_fast_16bit_mode("cpu", K=64)
 
 
 def check_fast_16bit_mode(device, K):
-    """FAST_16BIT (bf16 intermediates, 16-bit products) against float64, and not the same numbers as the default."""
+    """The two 16-bit modes: the default FAST_16BIT (bf16 intermediates, 16-bit products; K ≥ 64 only) and float32
+    intermediates. They give different numbers where FAST_16BIT applies and the same below; the non-default mode is
+    checked against float64 here (the default one by every other check)."""
     import seqzoo.ops.triton.delta_rule as kernels
 
     (q, k, v, beta), s0 = make_inputs(2, 130, 2, K, K, torch.bfloat16, device, seed=21)
-    o_default, _ = delta_rule(q, k, v, beta, initial_state=s0, impl="triton")
+    saved = kernels.FAST_16BIT
     kernels.FAST_16BIT = True
     try:
         o_fast, _ = delta_rule(q, k, v, beta, initial_state=s0, impl="triton")
-        assert not torch.equal(o_fast, o_default), "FAST_16BIT changed nothing"
+        kernels.FAST_16BIT = False
+        o_f32, _ = delta_rule(q, k, v, beta, initial_state=s0, impl="triton")
+        assert torch.equal(o_fast, o_f32) == (K < 64), "FAST_16BIT applies to K >= 64 only"
         check_against_reference(2, 130, 2, K, K, torch.bfloat16, device, seed=22)
         check_varlen([37, 1, 0, 65, 64], 2, K, K, torch.bfloat16, device, seed=23)
     finally:
-        kernels.FAST_16BIT = False
+        kernels.FAST_16BIT = saved
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs Triton")

@@ -146,6 +146,21 @@ def test_cuda_segmented_scan():
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
+def test_cuda_sequential_scan_where_auto_would_segment():
+    """The shapes above have few programs, so by default they segment; the sequential scan forced on them."""
+    import seqzoo.ops.triton.selective_scan as kernels
+
+    assert kernels._programs_to_segment(2, 200, torch.device("cuda")) > 0          # auto segments these shapes
+    assert kernels._programs_to_segment(10 ** 4, 200, torch.device("cuda")) == 0   # but not a full GPU's worth
+    saved, kernels.SEGMENTED = kernels.SEGMENTED, False
+    try:
+        check_against_reference(2, 1000, 200, 16, torch.bfloat16, "cuda", seed=12)
+        check_varlen([1, 37, 0, 130, 200], 96, 16, torch.float32, "cuda", seed=13)
+    finally:
+        kernels.SEGMENTED = saved
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
 def test_cuda_auto_picks_triton_and_keeps_float64_on_chunk():
     tensors, x0 = make_inputs(2, 50, 40, 8, torch.float32, "cuda", seed=3)
     y_auto, x_auto = selective_scan(*tensors, initial_state=x0)
@@ -180,7 +195,7 @@ def check_segmented(device, T, lengths, Dm, N):
     saved = kernels.SEGMENTED, kernels.SEGMENT_MIN, kernels.PROGRAMS_TARGET
     kernels.SEGMENTED, kernels.SEGMENT_MIN, kernels.PROGRAMS_TARGET = True, kernels.CHUNK, 10 ** 9
     try:
-        assert kernels._segment_length(T, 2, Dm) == kernels.CHUNK
+        assert kernels._segment_length(T, kernels._programs_to_segment(2, Dm, torch.device(device))) == kernels.CHUNK
         check_against_reference(2, T, Dm, N, torch.float32, device, seed=5)
         check_against_reference(1, T, Dm, N, torch.float32, device, seed=6, skip=False, with_state=False)
         check_against_reference(2, T, Dm, N, torch.bfloat16, device, seed=7)

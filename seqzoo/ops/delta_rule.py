@@ -122,9 +122,10 @@ def _triton(q, k, v, beta, scale, initial_state, chunk_size):
     if K > _TRITON_MAX_K:
         raise fail(OP, f"impl 'triton' supports key sizes K <= {_TRITON_MAX_K}, got K = {K}")
     scale = resolve_scale(OP, scale, K)
-    state = start_state(OP, initial_state, (B, H, K, V), "B, H, K, V", torch.float32, q.device)
-    if T == 0:
-        return v.new_empty(B, 0, H, V), state
+    if T == 0 or initial_state is not None:
+        state = start_state(OP, initial_state, (B, H, K, V), "B, H, K, V", torch.float32, q.device)
+        if T == 0:
+            return v.new_empty(B, 0, H, V), state
     from .triton.delta_rule import delta_rule_triton
 
     return delta_rule_triton(q, k, v, beta, scale=scale, initial_state=None if initial_state is None else state)

@@ -138,7 +138,10 @@ class DeltaNet(Mixer):
     def features(self, x: Tensor, conv_state: Tensor | None = None):
         """``q, k`` (unit norm per head), ``v`` as ``[B, T, H, d]``, ``β`` as ``[B, T, H]`` and the new conv state.
 
-        q and k are normalised in float32 (float64 for float64 inputs), the dtype the delta rule works in.
+        q and k are normalised in float32 (float64 for float64 inputs) and β computed there; all three are then
+        handed to the delta rule in the dtype of v, so that 16-bit activations (autocast) reach its 16-bit kernels
+        rather than being promoted to its slower float32 ones; its pure-PyTorch forms compute in
+        float32 either way.
         """
         batch, length, _ = x.shape
         qkv = self.qkv_proj(x)
@@ -148,8 +151,8 @@ class DeltaNet(Mixer):
             qkv, conv_state = F.silu(qkv), None
         work = state_dtype(x.dtype)
         q, k, v = qkv.view(batch, length, 3, self.n_heads, self.head_dim).unbind(2)
-        q, k = l2_normalize(q.to(work)), l2_normalize(k.to(work))
-        beta = torch.sigmoid(self.b_proj(x).to(work))
+        q, k = l2_normalize(q.to(work)).to(v.dtype), l2_normalize(k.to(work)).to(v.dtype)
+        beta = torch.sigmoid(self.b_proj(x).to(work)).to(v.dtype)
         return q, k, v, beta, conv_state
 
     def memory(self, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,10 @@ CPU tensors through Triton's interpreter (slow; used by the tests on tiny shapes
 
 from __future__ import annotations
 
+import functools
 import os
+
+import torch
 
 try:  # Triton is not a dependency of the CPU install.
     import triton  # noqa: F401
@@ -72,3 +75,19 @@ def triton_usable(*tensors) -> bool:
     if all(t.is_cuda for t in tensors):
         return True
     return interpreting() and all(t.device.type == "cpu" for t in tensors)
+
+
+def cached_layout(build):
+    """Cache the small, read-only index tensors that ``build(*sizes, device)`` makes from shapes alone (chunk and
+    sequence offsets): making them costs several tiny launches per call, a measurable share of a short call's host
+    time. Not cached while a CUDA graph is being captured, whose memory pool must not hold them."""
+    cached = functools.lru_cache(maxsize=32)(build)
+
+    @functools.wraps(build)
+    def layout(*key):
+        device = key[-1]
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return build(*key)
+        return cached(*key)
+
+    return layout

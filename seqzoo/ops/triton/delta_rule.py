@@ -39,14 +39,14 @@ and kernel 6 finishes each chunk independently; with A = scale (dO V'ᵀ ⊙ Mas
     dM  = dW (β ⊙ K)ᵀ + dV' (β ⊙ V)ᵀ,   dL = −strict_tril(Mᵀ dM Mᵀ),   dP = diag(β) dL
     dβ  = rowsum(K ⊙ Mᵀ dW) + rowsum(V ⊙ Mᵀ dV') + rowsum(dL ⊙ K Kᵀ)
 
-Precision with 16-bit inputs: V' = U − W S cancels, and so does dV' = dV'_intra + K dS, so W, U, V' and dV' are
-kept in float32 and every product with a float32 intermediate (S, V', dV', M, the scores) is a tf32 dot; products
-of two 16-bit tensors (inputs, saved chunk states) are 16-bit tensor-core dots with float32 accumulation. The
-relative errors against float64 are about 0.0024–0.0029 (output and gradients, B1·T512, K = 16 and 64, measured
-through the interpreter, whose tf32 is exact float32). Keeping all of them in bf16 with 16-bit products, as fla
-does (``FAST_16BIT``, PREC 0), measured 0.0042–0.0070 there (fla's own on the H200: 0.0045–0.0080) and was about
-1.7× faster on the GPU; it is off until its GPU tests have run (docs/benchmarks.md, third session). The forward
-pass saves M, W, V' and the chunk states S_c for the backward pass, which therefore reruns no forward kernel.
+Precision with 16-bit inputs, two modes. By default (``FAST_16BIT``, PREC 0, fla's choice, for K ≥ 64) W, U, V'
+and dV' are stored in the input dtype and every product is a 16-bit tensor-core dot with float32 accumulation:
+relative errors against float64 0.0043–0.0056 on the H200 (output and gradients, B1·T4096·H4·K128; fla's own
+0.0043–0.0060 on the same inputs). V' = U − W S cancels, and so does dV' = dV'_intra + K dS, so with
+``FAST_16BIT = False`` (PREC 1, and always for K < 64) they are kept in float32 and every product with a float32
+intermediate (S, V', dV', M, the scores) is a tf32 dot: errors 0.0026–0.0033 there, for 1.8× the kernels' time
+(B4·T8192, forward + backward; docs/benchmarks.md, fourth session). The forward pass saves M, W, V' and the chunk
+states S_c for the backward pass, which therefore reruns no forward kernel.
 
 Variable-length packing (``cu_seqlens``, as in flash-attn / fla): all sequences are concatenated along time with
 batch 1; the state is reset at every boundary, each sequence has its own initial and final state, and chunks never
@@ -63,7 +63,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import HAS_TRITON, interpreting, patch_interpreter
+from . import HAS_TRITON, cached_layout, interpreting, patch_interpreter
 
 CHUNK = 64      # chunk length of the kernels (fixed)
 SUB = 16        # side of the diagonal blocks of M inverted by repeated squaring
@@ -297,8 +297,6 @@ if HAS_TRITON:
         g, h = tl.program_id(0).to(tl.int64), tl.program_id(1)
         DT = q_ptr.dtype.element_ty
         bos, eos, row0 = _chunk_bounds(chunk_ptr, cu_ptr, g)
-        q = tl.load(_rows(q_ptr, bos, eos, h, H, K, row0, C, BK), boundary_check=(0, 1), padding_option="zero")
-        k = tl.load(_rows(k_ptr, bos, eos, h, H, K, row0, C, BK), boundary_check=(0, 1), padding_option="zero")
         beta_p = tl.make_block_ptr(beta_ptr + bos * H + h, (eos - bos,), (H,), (row0.to(tl.int32),), (C,), (0,))
         beta = tl.load(beta_p, boundary_check=(0,), padding_option="zero").to(tl.float32)
         M = tl.load(tl.make_block_ptr(m_ptr + (g * H + h) * C * C, (C, C), (C, 1), (0, 0), (C, C), (1, 0)))
@@ -328,6 +326,9 @@ if HAS_TRITON:
             dbeta += tl.sum(v * dbv, axis=1)
             dv = (dbv * beta[:, None]).to(dv_ptr.dtype.element_ty)
             tl.store(_rows(dv_ptr, bos, eos, h, H, V, row0, C, BV, iv), dv, boundary_check=(0, 1))
+        # q and k are loaded only now: held through the V loop, they pushed the K = 128 tiles into register spills
+        q = tl.load(_rows(q_ptr, bos, eos, h, H, K, row0, C, BK), boundary_check=(0, 1), padding_option="zero")
+        k = tl.load(_rows(k_ptr, bos, eos, h, H, K, row0, C, BK), boundary_check=(0, 1), padding_option="zero")
         rows = tl.arange(0, C)
         r, c = rows[:, None], rows[None, :]
         A = tl.where(r >= c, do_vn, 0.0) * scale
@@ -381,8 +382,9 @@ def chunk_layout(cu_seqlens: Tensor, chunk: int) -> tuple[Tensor, Tensor, int]:
     return torch.stack([seq, start], 1).to(torch.int32).contiguous(), first.to(torch.int32), total
 
 
+@cached_layout
 def _uniform_layout(B: int, T: int, chunk: int, device) -> tuple[Tensor, Tensor, Tensor, int]:
-    """``cu_seqlens`` and the chunk layout of B sequences of length T, without a device-host sync."""
+    """``cu_seqlens`` and the chunk layout of B sequences of length T, without a device-host sync (cached)."""
     n = -(-T // chunk)
     cu = torch.arange(0, (B + 1) * T, T, device=device, dtype=torch.int32)
     g = torch.arange(B * n, device=device)
@@ -400,29 +402,42 @@ LAUNCH = {
     "state_backward": dict(num_warps=8, num_stages=1),
     "wy_backward": dict(num_warps=8, num_stages=3),
 }
+# Launch settings of the FAST_16BIT mode (PREC 0), swept on an H200 at B4·T8192·H16·K128 (docs/benchmarks.md, fourth
+# session). The state backward at 1 stage gave wrong dK, dV, dβ there (relative error 3.6) at 4 warps and an illegal
+# address at 8: a Triton 3.6 miscompile of the 16-bit products, as the same kernel is right at 3 stages.
+LAUNCH_16BIT = {
+    "wy_forward": dict(num_warps=4, num_stages=3),
+    "state_forward": dict(num_warps=4, num_stages=3),
+    "output_forward": dict(num_warps=4, num_stages=1),
+    "dq_dv_intra": dict(num_warps=8, num_stages=2),
+    "state_backward": dict(num_warps=8, num_stages=3),
+    "wy_backward": dict(num_warps=8, num_stages=2),
+}
 STATE_BV: int | None = None     # V-block width of the sequential kernels; None: :func:`_state_block` decides
 # 16-bit inputs with W, U, V', dV' stored in the input dtype and every product 16-bit (PREC 0, fla's choice; see the
-# module docstring). Off: it is CPU-tested (interpreter) but not yet verified on a GPU.
-FAST_16BIT = False
+# module docstring), for K ≥ 64 only (at K = 16 the state forward hit an illegal address on the H200). On by default:
+# errors as fla's, within the 1e-2 of bf16 operands; False gives the slower float32 intermediates.
+FAST_16BIT = True
 
 
-def _precision(dtype: torch.dtype) -> tuple[int, torch.dtype]:
+def _precision(dtype: torch.dtype, K: int) -> tuple[int, torch.dtype]:
     """(PREC of the kernels, dtype of the W, U, V', dV' buffers) for inputs of ``dtype``: 2 for float32 inputs
     (float32-accurate products), 1 for 16-bit inputs (float32 intermediates, tf32 products of them), 0 for 16-bit
-    inputs with ``FAST_16BIT``."""
+    inputs with ``FAST_16BIT`` and K ≥ 64."""
     if dtype == torch.float32:
         return 2, torch.float32
-    return (0, dtype) if FAST_16BIT else (1, torch.float32)
+    return (0, dtype) if FAST_16BIT and K >= 64 else (1, torch.float32)
 
 
 def _launch(name: str, K: int, prec: int) -> dict:
-    opts = dict(LAUNCH[name])
+    opts = dict((LAUNCH_16BIT if prec == 0 else LAUNCH)[name])
     if K < 64:
         # small tiles: 8 warps buy nothing, and Triton 3.6 miscompiled the float32 K = 16 output kernel at 8 warps
         # on the H200 (compute-sanitizer: out-of-bounds shared-memory read in its tf32x3 dot)
         opts["num_warps"] = min(opts["num_warps"], 4)
-    if name == "wy_backward" and (prec == 2 or K > 64):
-        # 3 stages of the K = 128 bf16 tiles need 256 KiB of shared memory, over the H200's 227 KiB per block
+    if name == "wy_backward" and (prec == 2 or (prec == 1 and K > 64)):
+        # 3 stages of its K = 128 tiles with float32 intermediates need 256 KiB of shared memory, over the H200's
+        # 227 KiB per block (the 16-bit mode's fit at 2 stages)
         opts["num_stages"] = 1
     if prec == 0 and opts["num_warps"] == 8 and opts["num_stages"] == 1:
         # 8 warps with 1 stage hit illegal addresses in the 16-bit mode on the H200 (a Triton 3.6 miscompile)
@@ -439,7 +454,7 @@ class _DeltaRuleFunction(torch.autograd.Function):
         NT, H, K = q.shape
         V, NS, C = v.shape[-1], cu.numel() - 1, CHUNK
         BK, BV = _next_pow2(K), min(64, _next_pow2(V))
-        (prec, inter), dev = _precision(q.dtype), q.device
+        (prec, inter), dev = _precision(q.dtype, K), q.device
         # W, U and V' in float32 unless FAST_16BIT: V' = U − W S cancels (see the module docstring)
         w, u, vnew = _buffer(k.shape, inter, dev), _buffer(v.shape, inter, dev), _buffer(v.shape, inter, dev)
         o = _buffer(v.shape, v.dtype, dev)
@@ -456,6 +471,7 @@ class _DeltaRuleFunction(torch.autograd.Function):
             q, k, vnew, states, o, index, cu, H, scale, K=K, V=V, C=C, BK=BK, BV=BV, PREC=prec,
             **_launch("output_forward", K, prec))
         ctx.save_for_backward(q, k, v, beta, w, m, states, vnew, cu, index, first)
+        ctx.set_materialize_grads(False)      # an unused final state costs no zero-filled gradient
         ctx.scale, ctx.n_chunks, ctx.has_s0 = scale, n_chunks, s0 is not None
         return o, sT
 
@@ -465,7 +481,7 @@ class _DeltaRuleFunction(torch.autograd.Function):
         NT, H, K = q.shape
         V, NS, C, n_chunks, scale = v.shape[-1], cu.numel() - 1, CHUNK, ctx.n_chunks, ctx.scale
         BK, BV = _next_pow2(K), min(64, _next_pow2(V))
-        (prec, inter), dev = _precision(q.dtype), q.device
+        (prec, inter), dev = _precision(q.dtype, K), q.device
         do = do.contiguous() if do is not None else torch.zeros_like(v)
         dvn = _buffer((NT, H, V), inter, dev)
         dstates = _buffer(states.shape, states.dtype, dev)          # dS leaving each chunk
@@ -480,9 +496,10 @@ class _DeltaRuleFunction(torch.autograd.Function):
             K=K, V=V, C=C, BK=BK, BV=BVS, HAS_DST=dsT is not None, PREC=prec, **_launch("state_backward", K, prec))
         dk, dv = _buffer(k.shape, k.dtype, dev), _buffer(v.shape, v.dtype, dev)
         dbeta = _buffer(beta.shape, beta.dtype, dev)
+        wy_launch = _launch("wy_backward", K, prec)
         _wy_backward_kernel[(n_chunks, H)](
             q, k, v, beta, m, states, dstates, vnew, dvn, do, dk, dv, dbeta, index, cu, H, scale,
-            K=K, V=V, C=C, BK=BK, BV=BV, PREC=prec, **_launch("wy_backward", K, prec))
+            K=K, V=V, C=C, BK=BK, BV=min(BV, wy_launch.pop("block_v", BV)), PREC=prec, **wy_launch)
         return dq, dk, dv, dbeta, (ds0 if ctx.has_s0 else None), None, None, None, None, None
 
 

@@ -31,7 +31,7 @@ into a small per-program scratch buffer (cache-resident), then the chunk is walk
 Variable-length packing (``cu_seqlens``, batch 1): the state is reset at every boundary, with per-sequence
 initial and final states ``[N_seq, Dm, N]``.
 
-Segmented scan (``SEGMENTED``; off until measured on a GPU). One program per (sequence, channel block) walks the
+Segmented scan (``SEGMENTED``; on where the sequences alone leave the GPU's multiprocessors idle). One program per (sequence, channel block) walks the
 whole sequence, which leaves most of a GPU idle when there are few sequences. The recurrence is linear in the
 state, so each sequence can be cut into segments k of whole checkpoint intervals, with P_k = exp(A Σ_{t∈k} Δ_t):
 
@@ -47,10 +47,12 @@ and ∂L/∂x_0 = P_0 ⊙ R_0 + L_0. Every result equals the sequential scan's (
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
-from . import HAS_TRITON, patch_interpreter
+from . import HAS_TRITON, cached_layout, patch_interpreter
 from .delta_rule import chunk_layout
 
 CHUNK = 32          # steps between checkpoints of the state (and length of the backward's recompute buffer)
@@ -255,22 +257,34 @@ def _channel_block(Dm: int, N: int, sequences: int) -> int:
     return block
 
 
-# The segmented scan of the module docstring; off until measured on a GPU.
-SEGMENTED = False
+# The segmented scan of the module docstring. None: used when the sequences alone give fewer programs of 64 channels
+# than the GPU has multiprocessors (measured on an H200, bf16, Dm 2048, N 16: at 256 such programs, B8·T2048, the
+# sequential scan's forward is 1.7x faster; at 128, B4·T8192, the segmented one is 2.5x faster). True: whenever it
+# gives a sequence several segments; False: never.
+SEGMENTED: bool | None = None
 SEGMENT_MIN = 4 * CHUNK        # shortest segment
 PROGRAMS_TARGET = 2048         # (segments or sequences) × channel blocks to aim for
 CARRY_BLOCK = 1024             # state values per program of the carry kernel
 
 
-def _segment_length(max_len: int, sequences: int, Dm: int) -> int:
-    """Segment length (a multiple of CHUNK) for the segmented scan, or 0 where it gains nothing: the sequences alone
-    already give PROGRAMS_TARGET programs of the widest channel block (64), or a sequence is one segment."""
+@functools.lru_cache(maxsize=8)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+
+
+def _programs_to_segment(sequences: int, Dm: int, device: torch.device) -> int:
+    """The sequential scan's programs of 64 channels where SEGMENTED says to segment them, else 0."""
     programs = sequences * -(-Dm // 64)
-    if programs >= PROGRAMS_TARGET:
-        return 0
+    limit = {None: _multiprocessors(device), True: PROGRAMS_TARGET, False: 0}[SEGMENTED]
+    return programs if programs < limit else 0
+
+
+def _segment_length(max_len: int, programs: int) -> int:
+    """Segment length (whole checkpoint intervals, at least SEGMENT_MIN) that brings ``programs`` sequential programs
+    near PROGRAMS_TARGET, or 0 where the longest sequence would be one segment."""
     per_sequence = -(-PROGRAMS_TARGET // programs)          # segments wanted per sequence
     length = -(-max_len // per_sequence)
-    length = max(SEGMENT_MIN, -(-length // CHUNK) * CHUNK)   # whole checkpoint intervals
+    length = max(SEGMENT_MIN, -(-length // CHUNK) * CHUNK)
     return length if length < max_len else 0
 
 
@@ -283,6 +297,15 @@ def _segments(cu: Tensor, first: Tensor, length: int, NT: int):
     first_seg = (first.long()[seq] + (start - cu.long()[seq]) // CHUNK).to(torch.int32)
     seg_first = torch.cat([seg_first.long(), seg_first.new_tensor([n_seg]).long()]).to(torch.int32)
     return cu_seg, first_seg, seg_first, n_seg
+
+
+@cached_layout
+def _uniform_layout(batch: int, T: int, device) -> tuple[Tensor, Tensor, int]:
+    """(cu [batch + 1] sequence bounds, first [batch] first checkpoint of each sequence, checkpoints) of equal-length
+    sequences (cached)."""
+    n = -(-T // CHUNK)
+    cu = torch.arange(0, (batch + 1) * T, T, device=device, dtype=torch.int32)
+    return cu, torch.arange(0, batch * n, n, device=device, dtype=torch.int32), batch * n
 
 
 class _SelectiveScanFunction(torch.autograd.Function):
@@ -382,18 +405,16 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     batch, T, Dm = u.shape
     N = A.shape[1]
     if cu_seqlens is None:
-        n = -(-T // CHUNK)
-        cu = torch.arange(0, (batch + 1) * T, T, device=u.device, dtype=torch.int32)
-        first = torch.arange(0, batch * n, n, device=u.device, dtype=torch.int32)
-        n_chunks = batch * n
+        cu, first, n_chunks = _uniform_layout(batch, T, u.device)
     else:
         cu = cu_seqlens.to(device=u.device, dtype=torch.int32).contiguous()
         _, first, n_chunks = chunk_layout(cu, CHUNK)
     x0 = None if initial_state is None else initial_state.float().contiguous()
     NS, segments = cu.numel() - 1, None
-    if SEGMENTED:
-        max_len = T if cu_seqlens is None else (int((cu[1:] - cu[:-1]).max()) if NS else 0)
-        length = _segment_length(max_len, NS, Dm)
+    programs = _programs_to_segment(NS, Dm, u.device)
+    if programs:
+        max_len = T if cu_seqlens is None else int((cu[1:] - cu[:-1]).max())     # (a host sync)
+        length = _segment_length(max_len, programs)
         if length:
             segments = _segments(cu, first, length, batch * T)
     y, xT = _SelectiveScanFunction.apply(
