@@ -12,8 +12,8 @@ Ops (bf16, H = 16, D = 128 unless ``--quick``) at B·T = 8·2048, 4·8192 and 1�
   ``mamba_chunk_scan_combined``, and beside the issue's measured mamba_ssm figures;
 * every row also shows its ratio to causal SDPA (``scaled_dot_product_attention(is_causal=True)``) at that shape.
 
-Times are medians of CUDA-event timings after warm-up (which includes Triton autotuning), each call synchronised (or, with
-``--back-to-back``, calls queued without synchronisation, hiding host time). Ratios are ours / peer
+Times are medians of CUDA-event timings after warm-up (which includes Triton autotuning), each call synchronised
+(or, with ``--back-to-back``, calls queued without synchronisation, hiding host time). Ratios are ours / peer
 (< 1: ours is faster). The goal (issue 8): ≤ 0.9× fla at T ≥ 8192 and never above 1.1× at any shape. Peers that
 are not installed, and ops whose Triton impl does not exist yet, are skipped with a note.
 

@@ -31,9 +31,10 @@ into a small per-program scratch buffer (cache-resident), then the chunk is walk
 Variable-length packing (``cu_seqlens``, batch 1): the state is reset at every boundary, with per-sequence
 initial and final states ``[N_seq, Dm, N]``.
 
-Segmented scan (``SEGMENTED``; on where the sequences alone leave the GPU's multiprocessors idle). One program per (sequence, channel block) walks the
-whole sequence, which leaves most of a GPU idle when there are few sequences. The recurrence is linear in the
-state, so each sequence can be cut into segments k of whole checkpoint intervals, with P_k = exp(A Σ_{t∈k} Δ_t):
+Segmented scan (``SEGMENTED``; used where the sequences alone leave the GPU's multiprocessors idle). One program
+per (sequence, channel block) walks the whole sequence, which leaves most of a GPU idle when there are few
+sequences. The recurrence is linear in the state, so each sequence can be cut into segments k of whole checkpoint
+intervals, with P_k = exp(A Σ_{t∈k} Δ_t):
 
     forward:   E_k = segment k's final state from a zero start              (all segments in parallel)
                h_{k+1} = P_k ⊙ h_k + E_k,  h_0 = x_0                         (carry over segments, sequential)
