@@ -274,7 +274,10 @@ def _multiprocessors(device: torch.device) -> int:
 
 
 def _programs_to_segment(sequences: int, Dm: int, device: torch.device) -> int:
-    """The sequential scan's programs of 64 channels where SEGMENTED says to segment them, else 0."""
+    """The sequential scan's programs of 64 channels where SEGMENTED says to segment them, else 0. Never while a
+    CUDA graph is being captured: the segment layout is built with a device-host sync, which capture forbids."""
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return 0
     programs = sequences * -(-Dm // 64)
     limit = {None: _multiprocessors(device), True: PROGRAMS_TARGET, False: 0}[SEGMENTED]
     return programs if programs < limit else 0
