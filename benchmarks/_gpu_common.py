@@ -68,6 +68,20 @@ def cuda_time(fn, *, warmup: int, iters: int, back_to_back: bool = False) -> flo
     return times[len(times) // 2]
 
 
+def kernel_ms(step, *, iters: int, sync_each: bool = False) -> dict[str, float]:
+    """GPU ms per call of ``step`` spent in each kernel (``torch.profiler``), after one warm-up call. ``sync_each``:
+    synchronise after every call, as the synchronised timing does."""
+    step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            step()
+            if sync_each:
+                torch.cuda.synchronize()
+        torch.cuda.synchronize()
+    return {e.key: e.device_time_total / iters / 1e3 for e in prof.key_averages() if e.device_time_total > 0}
+
+
 def environment() -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(), "time": time.strftime("%Y-%m-%d %H:%M")}
     if torch.cuda.is_available():

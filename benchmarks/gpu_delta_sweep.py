@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from benchmarks._gpu_common import cuda_time, environment, write_json  # noqa: E402
+from benchmarks._gpu_common import cuda_time, environment, kernel_ms, write_json  # noqa: E402
 
 KERNELS = {   # LAUNCH key -> kernel function name
     "wy_forward": "_wy_forward_kernel", "state_forward": "_state_forward_kernel",
@@ -50,22 +50,12 @@ def fwd_bwd(fn, leaves, do):
 
 def kernel_times(step, iters=5) -> dict[str, float]:
     """ms per iteration of each of our kernels (and 'other': everything else on the GPU)."""
-    for _ in range(2):
-        step()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(iters):
-            step()
-        torch.cuda.synchronize()
+    step()
     out = {name: 0.0 for name in KERNELS}
     out["other"] = 0.0
     names = {v: k for k, v in KERNELS.items()}
-    for e in prof.key_averages():
-        ms = e.device_time_total / iters / 1e3
-        if e.key in names:
-            out[names[e.key]] += ms
-        elif ms > 0:
-            out["other"] += ms
+    for kernel, ms in kernel_ms(step, iters=iters).items():
+        out[names.get(kernel, "other")] += ms
     return out
 
 

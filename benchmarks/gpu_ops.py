@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from benchmarks._gpu_common import cuda_time, environment, write_json  # noqa: E402
+from benchmarks._gpu_common import cuda_time, environment, kernel_ms, write_json  # noqa: E402
 
 OPS = ("linear_attention", "decay_linear_attention", "delta_rule", "selective_scan", "mamba2-ssd")
 SHAPES = ((8, 2048), (4, 8192), (1, 32768))
@@ -187,14 +187,7 @@ def profile_fn(fn, inputs, backward: bool, iters: int = 5, top: int = 6) -> str:
     synchronised before and after), so host time that leaves the GPU idle shows as the difference; and the most
     expensive kernels."""
     step = _step(fn, inputs, backward)
-    step()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(iters):
-            step()
-            torch.cuda.synchronize()
-    kernels = sorted(((e.device_time_total / iters / 1e3, e.key) for e in prof.key_averages()
-                      if e.device_time_total > 0), reverse=True)
+    kernels = sorted(((ms, name) for name, ms in kernel_ms(step, iters=iters, sync_each=True).items()), reverse=True)
     busy = sum(ms for ms, _ in kernels)
     wall = cuda_time(step, warmup=1, iters=iters) * 1e3
     top_kernels = ", ".join(f"{name[:40]} {ms:.3f}" for ms, name in kernels[:top])

@@ -148,6 +148,19 @@ def test_triton_impl_rejects_what_it_cannot_run():
         delta_rule(q, q, q, beta, impl="trition")
 
 
+def test_uniform_layout_is_cached_per_shape_and_matches_the_packed_layout():
+    from seqzoo.ops.triton.delta_rule import _uniform_layout, chunk_layout
+
+    cpu = torch.device("cpu")
+    cu, index, first, n = _uniform_layout(3, 130, 64, cpu)
+    assert _uniform_layout(3, 130, 64, cpu)[1] is index                  # cached: the same tensors again
+    assert _uniform_layout(3, 131, 64, cpu)[1] is not index              # another shape: built anew
+    bounds = torch.tensor([0, 130, 260, 390])
+    packed_index, packed_first, packed_n = chunk_layout(bounds, 64)      # the general (varlen) builder
+    assert torch.equal(cu, bounds.int()) and torch.equal(index, packed_index)
+    assert torch.equal(first, packed_first) and n == packed_n == 9
+
+
 # ------------------------------------------------------------------------------------ on CPU: the interpreter
 def interpreter_checks():
     """Tiny shapes, run by ``python tests/test_triton_delta_rule.py`` with TRITON_INTERPRET=1 (CPU tensors)."""
