@@ -351,6 +351,7 @@ class _SelectiveScanFunction(torch.autograd.Function):
                                        STATE_ONLY=False, num_warps=4)
         ctx.save_for_backward(u, delta, A, B, C, D, ckpt, cu, first, sum_delta)
         ctx.has_x0, ctx.segments = x0 is not None, segments
+        ctx.set_materialize_grads(False)      # an unused final state costs no zero-filled gradient
         return y, xT
 
     @staticmethod
